@@ -19,9 +19,14 @@ Names. Kubernetes names are DNS labels: at most 63 characters. Component objects
 {{- end }}
 {{- end }}
 
-{{/* The name of one component's objects: (dict "ctx" $ "component" "payment"). */}}
+{{/*
+The name of one component's objects: (dict "ctx" $ "component" "payment"). The full name is
+shortened, never the component, so that two components never collide after truncation.
+*/}}
 {{- define "choreo.componentName" -}}
-{{- printf "%s-%s" (include "choreo.fullname" .ctx) .component | trunc 52 | trimSuffix "-" }}
+{{- $room := max 1 (sub 51 (len .component)) | int }}
+{{- $prefix := include "choreo.fullname" .ctx | trunc $room | trimSuffix "-" }}
+{{- printf "%s-%s" $prefix .component | trunc 52 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "choreo.chart" -}}
@@ -190,5 +195,4 @@ CHOREO_NATS_TLS_KEY: {{ printf "/etc/choreo/nats-tls/%s" .Values.nats.tls.keyKey
 {{- end }}
 {{- end }}
 CHOREO_PARTITIONS: {{ .Values.partitions | quote }}
-CHOREO_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 {{- end }}
