@@ -1,0 +1,247 @@
+"""The consumer runner: pull, handle in one transaction, publish the outbox, then ack.
+
+    fetch batch ─► for each message (SAVEPOINT):
+                     size / JSON / envelope / subject / payload checks ── poison ─► DLQ, +TERM
+                     inbox insert ── conflict ─► duplicate (skip handler), ack
+                     handler(event, payload, db) ─► produced events into the outbox
+                     PermanentError ─► DLQ, +TERM     other errors ─► nak(backoff)
+                   COMMIT ─► publish outbox + dead letters (pipelined) ─► delete sent rows
+                   ─► ack / +TERM / nak
+
+Nothing is acked before its effects are committed and the events it caused are stored in
+JetStream. A crash anywhere means redelivery; the inbox recognises it, the outbox is
+flushed again (JetStream de-duplicates by eventId), and the message is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import aiosqlite
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from common.correlation import bind_event, get_logger
+from common.declarations import EVENTS_STREAM, ServiceSpec
+from common.dlq import REASON_MAX_DELIVERIES, dead_letter
+from common.envelope import Envelope, Payload, PayloadRegistry, parse_envelope
+from common.errors import PayloadTooLargeError, PoisonMessageError, UndeclaredEventError
+from common.inbox import Store, flush_outbox
+from common.metrics import (
+    OUTCOME_DEAD_LETTERED,
+    OUTCOME_DUPLICATE,
+    OUTCOME_PROCESSED,
+    OUTCOME_RETRIED,
+    Metrics,
+)
+from common.publisher import OutgoingMessage, Publisher, event_headers
+
+__all__ = ["Handler", "Runner", "RunnerOptions", "nak_delay"]
+
+Handler = Callable[[Envelope, Any, aiosqlite.Connection], Awaitable[Sequence[Envelope]]]
+"""A reaction: (event, typed payload, db in the batch transaction) -> events it produces.
+It must not ack, publish or commit: the runner does, in that order."""
+
+UNKNOWN_TYPE: Final = "unknown.unknown"
+log = get_logger("choreo.consumer")
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    batch_size: int = 256
+    fetch_timeout: float = 1.0
+    ack_wait: float = 30.0
+    max_deliver: int = 5
+    handler_timeout: float = 10.0
+    max_event_bytes: int = 65536
+    inbox_retention_seconds: float = 7 * 86400.0
+    prune_every_seconds: float = 600.0
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+
+def nak_delay(num_delivered: int, *, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter in its upper half, from the delivery count."""
+    ceiling = min(cap, base * 2 ** max(0, num_delivered - 1))
+    return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+@dataclass
+class _Result:
+    msg: Msg
+    event_type: str
+    outcome: str
+    dead: OutgoingMessage | None = None
+    delay: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class Runner:
+    """Runs one durable consumer of one service: the only place events enter a service."""
+
+    spec: ServiceSpec
+    consumer: str
+    handlers: Mapping[str, Handler]
+    registry: PayloadRegistry
+    store: Store
+    publisher: Publisher
+    metrics: Metrics
+    nc: NATS
+    js: JetStreamContext
+    options: RunnerOptions = field(default_factory=RunnerOptions)
+    consuming: bool = False
+    _last_prune: float = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; the batch in flight is finished and acked first."""
+        sub = await self.js.pull_subscribe_bind(self.consumer, stream=EVENTS_STREAM)
+        await self.flush_outbox()  # events committed before a crash, not yet published
+        self.consuming = True
+        self.metrics.set_ready(True)
+        log.info("consuming", consumer=self.consumer)
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(self.options.batch_size, timeout=self.options.fetch_timeout)
+                except (TimeoutError, NatsTimeoutError):
+                    await self._idle()
+                    continue
+                await self.process_batch(msgs)
+        finally:
+            self.consuming = False
+            self.metrics.set_ready(False)
+            with suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _idle(self) -> None:
+        await self.flush_outbox()
+        now = time.monotonic()
+        if now - self._last_prune >= self.options.prune_every_seconds:
+            self._last_prune = now
+            pruned = await self.store.prune_inbox(older_than_seconds=self.options.inbox_retention_seconds)
+            if pruned:
+                log.info("inbox pruned", rows=pruned)
+
+    async def flush_outbox(self) -> None:
+        await flush_outbox(self.store, self.publisher)
+
+    async def process_batch(self, msgs: Sequence[Msg]) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(msgs))
+        try:
+            async with self.store.transaction() as db:
+                results = [await self._handle(db, msg) for msg in msgs]
+            await self.flush_outbox()
+            dead = [r.dead for r in results if r.dead is not None]
+            await self.publisher.publish_messages(dead, count=False)
+        finally:
+            heartbeat.cancel()
+        await self._settle(results)
+
+    async def _heartbeat(self, msgs: Sequence[Msg]) -> None:
+        """Tell the server a long batch is still being worked on (`+WPI`)."""
+        while True:
+            await asyncio.sleep(self.options.ack_wait / 3)
+            for msg in msgs:
+                await msg.in_progress()
+
+    async def _settle(self, results: Sequence[_Result]) -> None:
+        for r in results:
+            if r.outcome in (OUTCOME_PROCESSED, OUTCOME_DUPLICATE):
+                await r.msg.ack()
+            elif r.outcome == OUTCOME_RETRIED:
+                await r.msg.nak(delay=r.delay)
+            elif r.reason == REASON_MAX_DELIVERIES:
+                # The last delivery failed: the entry is written; the nak lets the server
+                # hit max_deliver and emit its advisory (the dlq service's copy dedups).
+                await r.msg.nak()
+            else:
+                await self.nc.publish(r.msg.reply, f"+TERM {r.reason}".encode())
+            self.metrics.consumed_event(r.event_type, r.outcome)
+            if r.dead is not None:
+                self.metrics.dead_lettered(r.event_type, r.reason)
+
+    async def _handle(self, db: aiosqlite.Connection, msg: Msg) -> _Result:
+        try:
+            if len(msg.data) > self.options.max_event_bytes:
+                raise PayloadTooLargeError(f"{len(msg.data)} bytes > limit {self.options.max_event_bytes}")
+            envelope = parse_envelope(msg.data, subject=msg.subject)
+            payload = self.registry.decode(envelope)
+        except PoisonMessageError as exc:
+            event_type = _subject_type(msg.subject)
+            log.warning("poison message", reason=exc.reason, error=exc.detail, subject=msg.subject)
+            return self._dead(msg, event_type, exc.reason, exc.detail)
+        with bind_event(envelope, service=self.spec.name):
+            lag = datetime.now(UTC) - envelope.occurred_at
+            self.metrics.lag.labels(self.spec.name, envelope.event_type).observe(
+                max(0.0, lag.total_seconds())
+            )
+            return await self._react(db, msg, envelope, payload)
+
+    async def _react(
+        self, db: aiosqlite.Connection, msg: Msg, envelope: Envelope, payload: Payload
+    ) -> _Result:
+        event_type = envelope.event_type
+        handler = self.handlers[event_type]
+        started = time.perf_counter()
+        try:
+            async with self.store.savepoint(db):
+                if not await Store.record_inbox(db, envelope):
+                    log.info("duplicate event skipped")
+                    return _Result(msg, event_type, OUTCOME_DUPLICATE)
+                produced = await asyncio.wait_for(
+                    handler(envelope, payload, db), self.options.handler_timeout
+                )
+                self.publisher.check_declared(produced)
+                await Store.add_outbox(db, produced, [event_headers(e) for e in produced])
+        except (PoisonMessageError, UndeclaredEventError) as exc:
+            reason = getattr(exc, "reason", "permanent_error")
+            log.error("permanent failure", reason=reason, error=str(exc))
+            return self._dead(msg, event_type, reason, str(exc))
+        except Exception as exc:  # anything else is worth another try
+            return self._retry(msg, event_type, exc)
+        finally:
+            self.metrics.handler_duration.labels(self.spec.name, event_type).observe(
+                time.perf_counter() - started
+            )
+        log.info("event handled", produced=[e.event_type for e in produced])
+        return _Result(msg, event_type, OUTCOME_PROCESSED)
+
+    def _retry(self, msg: Msg, event_type: str, exc: Exception) -> _Result:
+        delivered = msg.metadata.num_delivered
+        error = f"{type(exc).__name__}: {exc}"
+        if delivered >= self.options.max_deliver:
+            log.error("retries exhausted", error=error, deliveries=delivered)
+            return self._dead(msg, event_type, REASON_MAX_DELIVERIES, error)
+        delay = nak_delay(delivered, base=self.options.backoff_base, cap=self.options.backoff_max)
+        log.warning("retryable failure", error=error, deliveries=delivered, retry_in=delay)
+        return _Result(msg, event_type, OUTCOME_RETRIED, delay=delay)
+
+    def _dead(self, msg: Msg, event_type: str, reason: str, error: str) -> _Result:
+        meta = msg.metadata
+        dead = dead_letter(
+            body=msg.data,
+            headers=msg.headers,
+            original_subject=msg.subject,
+            stream=meta.stream,
+            stream_seq=meta.sequence.stream,
+            consumer=meta.consumer,
+            deliveries=meta.num_delivered,
+            reason=reason,
+            error=error,
+        )
+        return _Result(msg, event_type, OUTCOME_DEAD_LETTERED, dead=dead, reason=reason)
+
+
+def _subject_type(subject: str) -> str:
+    tokens = subject.split(".")
+    return f"{tokens[1]}.{tokens[2]}" if len(tokens) >= 3 else UNKNOWN_TYPE
