@@ -1,11 +1,15 @@
 # Choreo. `make run` and `make test` do all their own setup on a fresh clone.
 SHELL := /bin/bash
+.DEFAULT_GOAL := help
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOOLS := $(CURDIR)/.tools
 export PATH := $(TOOLS)/bin:$(CURDIR)/$(BIN):$(PATH)
+
+# Fragments (k8s, observability) add targets and TEST_DEPS; included before the rules use them.
+-include mk/*.mk
 
 .PHONY: help venv run test lint typecheck unit pytest chaos bench clean
 
@@ -45,4 +49,3 @@ bench: $(STAMP) ## benchmarks against raw nats-py and FastStream; results in ben
 clean: ## remove local state (.data) and tools
 	rm -rf .data .tools
 
--include mk/*.mk

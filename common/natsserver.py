@@ -83,9 +83,13 @@ class NatsServer:
         return "\n".join(lines) + "\n"
 
     def start(self, *, timeout: float = 20.0) -> NatsServer:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            raise RuntimeError(f"port {self.port} is already in use: is another nats-server running?")
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir.parent / f"{self.name}.conf"
         config.write_text(self.config_text())
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [nats_server_binary(), "-c", str(config)],
@@ -93,6 +97,8 @@ class NatsServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if not isinstance(out, int):
+            out.close()  # the child has its own copy; ours would leak (ResourceWarning)
         self._wait_listening(timeout)
         return self
 

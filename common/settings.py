@@ -83,7 +83,13 @@ class ProvisionSettings(NatsSettings):
     max_ack_pending: int = Field(1024, ge=1)
 
 
-def env_var_names(settings_cls: type[BaseSettings]) -> set[str]:
-    """The environment variables a settings class reads."""
+def env_var_names(target: str | type[BaseSettings]) -> set[str]:
+    """The environment variables a settings class, or a service of the app (by name), reads."""
+    if isinstance(target, str):
+        from common.app import load_app
+
+        settings_cls: type[BaseSettings] = load_app().definition(target).settings_cls
+    else:
+        settings_cls = target
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
     return {f"{prefix}{name}".upper() for name in settings_cls.model_fields}

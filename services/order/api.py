@@ -1,0 +1,143 @@
+"""order's HTTP API: POST /orders -> order.placed (through the outbox)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Final
+
+from fastapi import FastAPI, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common.correlation import get_logger
+from common.envelope import new_event
+from common.inbox import Store, flush_outbox
+from common.publisher import event_headers
+from common.service import ServiceContext
+from services.contract import MAX_ITEMS, ORDER_PLACED, LineItem, OrderPlaced
+from services.order import store
+
+MAX_BODY_BYTES: Final = 64 * 1024
+CORRELATION_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+log = get_logger("choreo.order.api")
+
+
+class PlaceOrder(BaseModel):
+    """A new order. Prices come with the items: the order service has no catalogue."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    customer_id: str = Field(alias="customerId", min_length=1, max_length=128)
+    items: list[LineItem] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class OrderAccepted(BaseModel):
+    order_id: str = Field(serialization_alias="orderId")
+    correlation_id: str = Field(serialization_alias="correlationId")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: object | None = None
+
+
+def mount(app: FastAPI, ctx: ServiceContext) -> None:
+    app.add_middleware(BodyLimit)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+
+    @app.post(
+        "/orders",
+        status_code=202,
+        response_model=OrderAccepted,
+        response_model_by_alias=True,
+        responses={413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        tags=["orders"],
+        summary="Place an order; it flows through payment, inventory and shipping",
+    )
+    async def place_order(
+        order: PlaceOrder,
+        x_correlation_id: str | None = Header(default=None, max_length=256),
+    ) -> OrderAccepted:
+        order_id = str(uuid.uuid4())
+        correlation_id = (
+            x_correlation_id
+            if x_correlation_id and CORRELATION_ID_RE.match(x_correlation_id)
+            else str(uuid.uuid4())
+        )
+        payload = OrderPlaced(
+            order_id=order_id,
+            customer_id=order.customer_id,
+            items=order.items,
+            total_cents=sum(i.quantity * i.unit_price_cents for i in order.items),
+        )
+        event = new_event(ORDER_PLACED, order_id, payload, correlation_id=correlation_id)
+        async with ctx.store.transaction() as db:
+            await store.insert_order(
+                db, order_id=order_id, correlation_id=correlation_id,
+                customer_id=order.customer_id, total_cents=payload.total_cents,
+                created_at=time.time(),
+            )  # fmt: skip
+            await Store.add_outbox(db, [event], [event_headers(event)])
+        try:
+            await flush_outbox(ctx.store, ctx.publisher)
+        except Exception as exc:  # stored: the outbox relay publishes it later
+            log.warning("order.placed not yet published", error=str(exc), order_id=order_id)
+        log.info("order placed", order_id=order_id, correlation_id=correlation_id)
+        return OrderAccepted(order_id=order_id, correlation_id=correlation_id)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 with a JSON body for requests over `limit` bytes, whether the
+    client announced the length or streamed the body."""
+
+    def __init__(self, app: ASGIApp, *, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await self._reject(scope, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _TooLargeError
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLargeError:
+            await self._reject(scope, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        response = JSONResponse(
+            {"error": "payload_too_large", "detail": f"request body over {self.limit} bytes"},
+            status_code=413,
+        )
+        await response(scope, _disconnected, send)
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
+
+
+async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else str(exc)
+    return JSONResponse({"error": "invalid_request", "detail": jsonable_encoder(errors)}, 422)
