@@ -114,17 +114,25 @@ class Runner:
                 try:
                     msgs = await sub.fetch(self.options.batch_size, timeout=self.options.fetch_timeout)
                 except (TimeoutError, NatsTimeoutError):
-                    await self._idle()
-                    continue
-                await self.process_batch(msgs)
+                    msgs = []
+                try:
+                    if msgs:
+                        await self.process_batch(msgs)
+                    else:
+                        await self.flush_outbox()
+                    await self._prune_if_due()
+                except Exception as exc:
+                    # NATS unreachable or the store failing: nothing of this batch was
+                    # acked, so it is redelivered after ack_wait. Pause, then go on.
+                    log.error("batch failed; unacked messages will be redelivered", error=repr(exc))
+                    await asyncio.sleep(self.options.fetch_timeout)
         finally:
             self.consuming = False
             self.metrics.set_ready(False)
             with suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _idle(self) -> None:
-        await self.flush_outbox()
+    async def _prune_if_due(self) -> None:
         now = time.monotonic()
         if now - self._last_prune >= self.options.prune_every_seconds:
             self._last_prune = now
