@@ -9,6 +9,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from common.auth import inbox_prefix
 from common.correlation import get_logger
 from common.settings import NatsSettings
 
@@ -27,6 +28,9 @@ def connect_options(settings: NatsSettings, *, name: str) -> dict[str, Any]:
     if settings.nats_user:
         options["user"] = settings.nats_user
         options["password"] = settings.nats_password or ""
+        # Replies to this user's requests (pull fetches, PubAcks) come to its own prefix, the
+        # only one its permissions let it subscribe to (common/auth.py).
+        options["inbox_prefix"] = inbox_prefix(settings.nats_user)
     if settings.nats_creds:
         options["user_credentials"] = str(settings.nats_creds)
     if settings.nats_tls_ca or settings.nats_tls_cert:
