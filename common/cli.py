@@ -23,7 +23,7 @@ from common.declarations import mermaid_graph
 __all__ = ["main"]
 
 # Modules that add sub-commands: each has `register(subparsers)`.
-COMMAND_MODULES: Final[list[str]] = ["common.auth"]
+COMMAND_MODULES: Final[list[str]] = ["common.auth", "common.projection"]
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from common._nats import connect
+from common._view import SnapshotFn, view_digest
 from common.consumer import Handler, Runner, RunnerOptions
 from common.correlation import configure_logging, get_logger
 from common.declarations import ServiceSpec, consumer_name
@@ -94,7 +95,9 @@ class ServiceDefinition:
 
     `handlers` builds the reactions from the service's settings; `api` adds routes to the
     service's FastAPI app; `on_start` runs once the store is open (seed data, for example);
-    `make_loop` replaces the default EVENTS runner (the dlq service consumes ADVISORIES).
+    `make_loop` replaces the default EVENTS runner (the dlq service consumes ADVISORIES);
+    `snapshot` (query views) reads the comparable content of the view, for
+    `choreo projection rebuild --compare` and `GET /view/digest`.
     """
 
     spec: ServiceSpec
@@ -106,6 +109,7 @@ class ServiceDefinition:
     on_start: Callable[[ServiceContext], Awaitable[None]] | None = None
     make_loop: Callable[[ServiceContext], ConsumerLoop] | None = None
     title: str = ""
+    snapshot: SnapshotFn | None = None
 
 
 def runner_options(settings: RunnerSettings) -> RunnerOptions:
@@ -140,6 +144,14 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics() -> Response:
         return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if definition.snapshot is not None:
+        snapshot = definition.snapshot
+
+        @app.get("/view/digest", tags=["operations"], summary="Rows and digest of the view (rebuild checks)")
+        async def digest() -> dict[str, Any]:
+            async with ctx.store.lock:
+                return view_digest(await snapshot(ctx.store.db))
 
     if definition.api is not None:
         definition.api(app, ctx)

@@ -40,4 +40,5 @@ definition = ServiceDefinition(
     api=api.mount,
     on_start=start,
     title="Choreo order-status API",
+    snapshot=store.snapshot,
 )
