@@ -23,7 +23,7 @@ from common.declarations import mermaid_graph
 __all__ = ["main"]
 
 # Modules that add sub-commands: each has `register(subparsers)`.
-COMMAND_MODULES: Final[list[str]] = ["common.auth", "common.projection"]
+COMMAND_MODULES: Final[list[str]] = ["common.auth", "common.tracing", "common.projection", "common.dlqtool", "common.openapi"]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -81,6 +81,8 @@ def _up(args: argparse.Namespace) -> int:
             status_port=args.status_port,
             demo=not args.no_demo,
             keep_data=args.keep_data,
+            cluster=args.cluster,
+            auth=args.auth,
         )
     )
 
@@ -112,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--order-port", type=int, default=8080)
     up.add_argument("--status-port", type=int, default=8081)
     up.add_argument("--keep-data", action="store_true", help="keep the previous run's data")
+    up.add_argument("--cluster", action="store_true", help="a 3-node NATS cluster, streams at R3")
+    up.add_argument("--auth", action="store_true", help="one least-privilege NATS user per service")
     up.set_defaults(func=_up)
 
     for name in COMMAND_MODULES:

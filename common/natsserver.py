@@ -87,6 +87,7 @@ class NatsServer:
             raise RuntimeError(f"port {self.port} is already in use: is another nats-server running?")
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir.parent / f"{self.name}.conf"
+        config.touch(mode=0o600)  # it may hold the run's generated passwords
         config.write_text(self.config_text())
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,11 @@
 
 Like a kubelet, it restarts a service process that exits unexpectedly (with a short
 backoff) and says so. On SIGINT/SIGTERM it stops every process it started.
+
+`--cluster` starts a 3-node nats-server cluster on loopback ports instead (JetStream, file
+storage, `sync_interval: always`, streams at 3 replicas); `--auth` turns on one
+least-privilege NATS user per service (common/auth.py), with passwords generated for this
+run and written only under <data-dir>/auth (mode 0600).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -26,6 +32,7 @@ import httpx
 
 from common._nats import connect
 from common.app import load_app
+from common.auth import PROVISION_USER, authorization_block, env_file_text, users_for
 from common.natsserver import NatsServer, free_port
 from common.provision import provision
 from common.settings import ProvisionSettings
@@ -34,6 +41,8 @@ __all__ = ["ServiceProcess", "Supervisor", "UpOptions", "run_up"]
 
 RESTART_BACKOFF: Final = (0.5, 1.0, 2.0, 5.0)
 STOP_GRACE_SECONDS: Final = 25.0
+CLUSTER_NODES: Final = 3
+PROVISION_DEADLINE_SECONDS: Final = 60.0
 PR_SET_PDEATHSIG: Final = 1
 
 
@@ -55,6 +64,8 @@ class UpOptions:
     demo: bool = True
     keep_data: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    cluster: bool = False
+    auth: bool = False
 
 
 @dataclass
@@ -93,6 +104,8 @@ class Supervisor:
         self.options = options
         self.say = say
         self.nats: NatsServer | None = None
+        self.nodes: list[NatsServer] = []  # every embedded node (one, or CLUSTER_NODES)
+        self.passwords: dict[str, str] | None = None  # per NATS user, with --auth
         self.processes: list[ServiceProcess] = []
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -101,17 +114,66 @@ class Supervisor:
         if self.options.nats_url:
             return self.options.nats_url
         assert self.nats is not None
-        return self.nats.url
+        return ",".join(node.url for node in self.nodes)
+
+    def credentials(self, user: str) -> dict[str, str]:
+        """CHOREO_NATS_USER/PASSWORD of a user when --auth is on, else nothing."""
+        if self.passwords is None:
+            return {}
+        return {"CHOREO_NATS_USER": user, "CHOREO_NATS_PASSWORD": self.passwords[user]}
+
+    def _auth_config(self) -> str:
+        if not self.options.auth:
+            return ""
+        users = users_for(
+            load_app().specs(), partitions=self.options.partitions, view_replicas=self.options.view_replicas
+        )
+        self.passwords = {u.name: secrets.token_urlsafe(32) for u in users}
+        auth_dir = self.options.data_dir / "auth"
+        auth_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for user, password in self.passwords.items():
+            path = auth_dir / f"{user}.env"
+            path.touch(mode=0o600)
+            path.write_text(env_file_text(user, password))
+        return authorization_block(users, self.passwords)
 
     def start_nats(self) -> None:
         if self.options.nats_url:
             return
-        self.nats = NatsServer(
-            store_dir=self.options.data_dir / "nats",
-            port=self.options.nats_port,
-            log_file=self.options.data_dir / "logs" / "nats-server.log",
-        ).start()
-        self.say(f"nats-server  {self.nats.url}  (JetStream store {self.nats.store_dir})")
+        opts = self.options
+        extra = self._auth_config()
+        logs = opts.data_dir / "logs"
+        if not opts.cluster:
+            self.nodes = [
+                NatsServer(
+                    store_dir=opts.data_dir / "nats", port=opts.nats_port, extra_config=extra,
+                    log_file=logs / "nats-server.log",
+                )
+            ]  # fmt: skip
+        else:
+            routes = [free_port() for _ in range(CLUSTER_NODES)]
+            self.nodes = [
+                NatsServer(
+                    store_dir=opts.data_dir / f"nats-{i}" / "jetstream",
+                    port=opts.nats_port if i == 0 else free_port(),
+                    name=f"choreo-nats-{i}", cluster_port=routes[i],
+                    routes=[p for j, p in enumerate(routes) if j != i],
+                    sync_always=True, extra_config=extra,
+                    log_file=logs / f"nats-server-{i}.log",
+                )
+                for i in range(CLUSTER_NODES)
+            ]  # fmt: skip
+        for node in self.nodes:
+            node.start()
+        self.nats = self.nodes[0]
+        auth = " with per-service users" if self.passwords else ""
+        self.say(f"nats-server  {self.nats_url}  ({len(self.nodes)} node(s){auth})")
+
+    def restart_node(self, index: int) -> None:
+        """SIGKILL one embedded node and start it again on the same port and store."""
+        node = self.nodes[index]
+        node.kill()
+        node.start()
 
     async def provision(self) -> None:
         env = {**os.environ, **self.options.extra_env}
@@ -121,10 +183,22 @@ class Supervisor:
             view_replicas=self.options.view_replicas,
             ack_wait_seconds=float(env.get("CHOREO_ACK_WAIT_SECONDS", 30)),
             max_deliver=int(env.get("CHOREO_MAX_DELIVER", 5)),
+            stream_replicas=CLUSTER_NODES if self.options.cluster else 1,
         )
+        if self.passwords is not None:
+            settings.nats_user, settings.nats_password = PROVISION_USER, self.passwords[PROVISION_USER]
         nc = await connect(settings, name="choreo-up", attempts=20)
         try:
-            report = await provision(nc.jetstream(), load_app().specs(), settings)
+            # A new cluster answers "JetStream temporarily unavailable" until it has a leader.
+            deadline = time.monotonic() + PROVISION_DEADLINE_SECONDS
+            while True:
+                try:
+                    report = await provision(nc.jetstream(), load_app().specs(), settings)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
         finally:
             await nc.close()
         self.say(f"provisioned  streams {', '.join(report.streams)}; {len(report.consumers)} consumers")
@@ -151,6 +225,7 @@ class Supervisor:
                     (name, index)
                 ) or free_port()
                 env = {**base, "CHOREO_PARTITION": str(index), "CHOREO_HTTP_PORT": str(port)}
+                env.update(self.credentials(name))
                 if not spec.partitioned:
                     env["CHOREO_PARTITIONS"] = str(max(count, 1))
                 log_path = opts.data_dir / "logs" / f"{name}-{index}.log"
@@ -221,8 +296,8 @@ class Supervisor:
             except TimeoutError:
                 proc.process.kill()
                 await proc.process.wait()
-        if self.nats is not None:
-            self.nats.stop()
+        for node in self.nodes:
+            node.stop()
         self.say("stopped      every process choreo up started")
 
 
@@ -232,7 +307,7 @@ async def _serve(options: UpOptions) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if not options.keep_data:
-        for sub in ("nats", "stores", "logs"):
+        for sub in ("nats", "stores", "logs", "auth", *(f"nats-{i}" for i in range(CLUSTER_NODES))):
             shutil.rmtree(options.data_dir / sub, ignore_errors=True)
     supervisor = Supervisor(options)
     try:
