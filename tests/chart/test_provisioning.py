@@ -2,19 +2,57 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from .conftest import K8S, RELEASE, Rendered, helm_template
+import pytest
+
+from common.declarations import filter_subjects
+from common.provision import DLQ_CONSUMER, consumer_configs, stream_configs
+from common.settings import ProvisionSettings
+from services.catalog import specs
+
+from .conftest import K8S, RELEASE, Rendered, helm_template, sets
 
 HOOK = "helm.sh/hook"
 WEIGHT = "helm.sh/hook-weight"
-# What each partitioned service consumes (CONTRACT.md's flow); order-status consumes all.
-CONSUMES = {
-    "order": {"payment.failed", "payment.refunded"},
-    "payment": {"order.placed", "inventory.reservation_failed"},
-    "inventory": {"payment.succeeded"},
-    "shipping": {"inventory.reserved"},
-}
+# What each partitioned service consumes, from the services' own declarations (events.py).
+CONSUMES = {s.name: set(s.consumes) for s in specs() if s.partitioned and s.consumes}
+# NACK mode with every value that feeds a consumer or stream set away from its default, and the
+# ProvisionSettings `choreo provision` would run with for the same values.
+DRIFT_VALUES = sets(
+    "provisioning.mode=nack",
+    "partitions=3",
+    "services.orderStatus.replicas=2",
+    "config.ackWaitSeconds=7",
+    "config.maxDeliver=4",
+    "provisioning.maxAckPending=500",
+    "provisioning.streamReplicas=3",
+    "provisioning.eventsMaxAgeDays=3",
+    "provisioning.duplicateWindowSeconds=90",
+    "provisioning.dlqMaxAgeDays=10",
+)
+DRIFT_SETTINGS = ProvisionSettings(
+    partitions=3,
+    view_replicas=2,
+    ack_wait_seconds=7,
+    max_deliver=4,
+    max_ack_pending=500,
+    stream_replicas=3,
+    events_max_age_days=3,
+    duplicate_window_seconds=90,
+    dlq_max_age_days=10,
+)
+DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def seconds(duration: str) -> float:
+    """A Go duration as NACK takes it (`30s`, `168h`, `1h30m`) in seconds."""
+    match = DURATION.match(duration)
+    assert duration, "empty duration"
+    assert match, f"not a duration: {duration!r}"
+    hours, minutes, secs = (int(g or 0) for g in match.groups())
+    return float(hours * 3600 + minutes * 60 + secs)
 
 
 def hooks(chart: Rendered) -> list[dict[str, Any]]:
@@ -141,3 +179,62 @@ def test_default_values_provision_with_a_job(rendered: dict[str, Rendered]) -> N
     assert len(chart.kind("Job")) == 1
     assert not chart.kind("Stream")
     assert not chart.kind("Consumer")
+
+
+@pytest.fixture(scope="module")
+def drift_chart(helm: str) -> Rendered:
+    """NACK mode rendered with non-default consumer and stream values."""
+    return helm_template(helm, DRIFT_VALUES)
+
+
+def test_nack_consumers_equal_what_choreo_provision_creates(drift_chart: Rendered) -> None:
+    """Every rendered Consumer has the name, stream, filters and delivery settings that
+    common.provision.consumer_configs derives from the services' declarations, and no more."""
+    expected = {c.durable_name: c for c in consumer_configs(specs(), DRIFT_SETTINGS)}
+    declared = consumers(drift_chart)
+    assert set(declared) == set(expected)
+    for name, config in expected.items():
+        spec = declared[name]
+        assert spec["streamName"] == ("ADVISORIES" if name == DLQ_CONSUMER else "EVENTS"), name
+        assert spec.get("filterSubjects", []) == list(config.filter_subjects or []), name
+        assert spec["ackPolicy"] == "explicit", name
+        assert spec["deliverPolicy"] == "all", name
+        assert seconds(spec["ackWait"]) == config.ack_wait, name
+        assert [seconds(d) for d in spec.get("backoff", [])] == list(config.backoff or []), name
+        assert spec["maxDeliver"] == config.max_deliver, name
+        assert spec["maxAckPending"] == config.max_ack_pending, name
+        if config.description:
+            assert spec["description"] == config.description, name
+
+
+def test_nack_consumer_filters_equal_the_declarations_per_partition(drift_chart: Rendered) -> None:
+    """`<service>-<k>` filters on exactly common.declarations.filter_subjects(spec, k)."""
+    declared = consumers(drift_chart)
+    for spec in specs():
+        if spec.consumes_advisories:
+            assert declared[DLQ_CONSUMER]["streamName"] == "ADVISORIES"
+            continue
+        count = DRIFT_SETTINGS.partitions if spec.partitioned else DRIFT_SETTINGS.view_replicas
+        for k in range(count):
+            assert declared[f"{spec.name}-{k}"]["filterSubjects"] == filter_subjects(spec, k)
+        assert f"{spec.name}-{count}" not in declared
+
+
+def test_nack_streams_equal_what_choreo_provision_creates(drift_chart: Rendered) -> None:
+    """Stream subjects, retention, replicas, windows and the partition transform match
+    common.provision.stream_configs for the same values."""
+    rendered = {s["spec"]["name"]: s["spec"] for s in drift_chart.kind("Stream")}
+    expected = {c.name: c for c in stream_configs(DRIFT_SETTINGS)}
+    assert set(rendered) == set(expected)
+    for name, config in expected.items():
+        spec = rendered[name]
+        assert spec["subjects"] == config.subjects, name
+        assert spec["replicas"] == config.num_replicas, name
+        assert seconds(spec["maxAge"]) == config.max_age, name
+        if config.duplicate_window:
+            assert seconds(spec["duplicateWindow"]) == config.duplicate_window, name
+        transform = config.subject_transform
+        if transform is None:
+            assert "subjectTransform" not in spec, name
+        else:
+            assert spec["subjectTransform"] == {"source": transform.src, "dest": transform.dest}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 
-from .conftest import RELEASE, Rendered
+from .conftest import RELEASE, Rendered, helm_template, sets
 
 PARTITIONED = ("order", "payment", "inventory", "shipping")
 SERVICES = (*PARTITIONED, "order-status", "dlq")
@@ -242,3 +243,67 @@ def test_creds_mode_mounts_only_the_services_own_creds(rendered: dict[str, Rende
         volumes = {v["name"]: v for v in pod["volumes"]}
         items = volumes["nats-creds"]["secret"]["items"]
         assert items == [{"key": f"{service}.creds", "path": f"{service}.creds"}]
+
+
+@pytest.mark.parametrize("scenario", ["defaults", "prod", "secured", "creds"])
+def test_each_service_gets_every_setting_of_its_own(rendered: dict[str, Rendered], scenario: str) -> None:
+    """Each option a service adds to RunnerSettings (CHOREO_PAYMENT_*, ...) is set by the chart,
+    so a values key never silently stops reaching its service."""
+    from common.settings import RunnerSettings, env_var_names
+
+    chart = rendered[scenario]
+    for service in SERVICES:
+        pod = statefulset(chart, service)["spec"]["template"]["spec"]
+        own = env_var_names(service) - env_var_names(RunnerSettings)
+        missing = own - set(container_env(chart, pod))
+        assert not missing, f"{service} never gets {sorted(missing)}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], sets("partitions=3", "services.orderStatus.replicas=2"),
+     sets("partitions=1", "services.orderStatus.replicas=3", "services.dlq.replicas=2")],
+    ids=["defaults", "p3-views2", "p1-views3"],
+)  # fmt: skip
+def test_every_pod_environment_loads_into_its_service_settings(
+    helm: str, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """For every pod ordinal, the rendered environment parses into the service's settings class
+    and passes its checks (the partition below CHOREO_PARTITIONS), as `choreo serve` would."""
+    from common.app import load_app
+
+    chart = helm_template(helm, args)
+    app = load_app()
+    for service in SERVICES:
+        sts = statefulset(chart, service)
+        env = container_env(chart, sts["spec"]["template"]["spec"])
+        settings_cls = app.definition(service).settings_cls
+        for ordinal in range(sts["spec"]["replicas"]):
+            with monkeypatch.context() as patched:
+                for name in [n for n in os.environ if n.startswith("CHOREO_")]:
+                    patched.delenv(name)
+                for name, value in env.items():
+                    # Secret references are resolved by the kubelet: any string stands in.
+                    patched.setenv(name, value if isinstance(value, str) else "from-secret")
+                patched.setenv("HOSTNAME", f"{sts['metadata']['name']}-{ordinal}")
+                settings = settings_cls()
+                settings.check()
+                assert settings.partition == ordinal, (service, ordinal)
+
+
+def test_provisioning_job_environment_loads_into_provision_settings(
+    helm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook Job's rendered environment parses into ProvisionSettings with the values given."""
+    from common.settings import ProvisionSettings
+
+    chart = helm_template(helm, sets("partitions=4", "services.orderStatus.replicas=2",
+                                     "provisioning.maxAckPending=2000000"))  # fmt: skip
+    (job,) = chart.kind("Job")
+    for name in [n for n in os.environ if n.startswith("CHOREO_")]:
+        monkeypatch.delenv(name)
+    for name, value in container_env(chart, job["spec"]["template"]["spec"]).items():
+        monkeypatch.setenv(name, value)
+    settings = ProvisionSettings()
+    assert (settings.partitions, settings.view_replicas) == (4, 2)
+    assert settings.max_ack_pending == 2_000_000

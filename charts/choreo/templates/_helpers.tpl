@@ -60,7 +60,8 @@ helm.sh/chart: {{ include "choreo.chart" .ctx }}
 The services, as YAML (use with fromYaml). For each: its values key, whether it is partitioned
 (replicas = partitions, pod ordinal = partition), and the event types it consumes from EVENTS
 (the NACK Consumer filters; they must match each services/<name>/events.py, from which
-`choreo provision` derives the same consumers).
+`choreo provision` derives the same consumers; tests/chart/test_provisioning.py compares the
+rendered Consumers with common.provision.consumer_configs so the two cannot drift).
 order-status consumes everything, dlq reads the ADVISORIES stream.
 */}}
 {{- define "choreo.services" -}}
@@ -76,7 +77,8 @@ payment:
 inventory:
   key: inventory
   partitioned: true
-  consumes: [payment.succeeded]
+  # order.placed only to remember the items: payment.succeeded does not carry them.
+  consumes: [order.placed, payment.succeeded]
 shipping:
   key: shipping
   partitioned: true
@@ -194,5 +196,5 @@ CHOREO_NATS_TLS_CERT: {{ printf "/etc/choreo/nats-tls/%s" .Values.nats.tls.certK
 CHOREO_NATS_TLS_KEY: {{ printf "/etc/choreo/nats-tls/%s" .Values.nats.tls.keyKey | quote }}
 {{- end }}
 {{- end }}
-CHOREO_PARTITIONS: {{ .Values.partitions | quote }}
+CHOREO_PARTITIONS: {{ .Values.partitions | int64 | quote }}
 {{- end }}
