@@ -16,6 +16,7 @@ flushed again (JetStream de-duplicates by eventId), and the message is acked.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -52,6 +53,10 @@ Handler = Callable[[Envelope, Any, aiosqlite.Connection], Awaitable[Sequence[Env
 It must not ack, publish or commit: the runner does, in that order."""
 
 UNKNOWN_TYPE: Final = "unknown.unknown"
+# TEST-ONLY: `CHOREO_UNSAFE_DISABLE_INBOX=1` treats every event as new (the inbox never says
+# duplicate). It exists so the chaos suite's control run can prove its checks catch a broken
+# build; never set it anywhere else.
+UNSAFE_DISABLE_INBOX_ENV: Final = "CHOREO_UNSAFE_DISABLE_INBOX"
 log = get_logger("choreo.consumer")
 
 
@@ -101,9 +106,15 @@ class Runner:
     options: RunnerOptions = field(default_factory=RunnerOptions)
     consuming: bool = False
     _last_prune: float = 0.0
+    _inbox_disabled: bool = field(default_factory=lambda: os.environ.get(UNSAFE_DISABLE_INBOX_ENV) == "1")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; the batch in flight is finished and acked first."""
+        if self._inbox_disabled:
+            log.warning(
+                "UNSAFE: the inbox is disabled; duplicates WILL be handled again (test-only switch)",
+                env=UNSAFE_DISABLE_INBOX_ENV,
+            )
         sub = await self.js.pull_subscribe_bind(self.consumer, stream=EVENTS_STREAM)
         await self.flush_outbox()  # events committed before a crash, not yet published
         self.consuming = True
@@ -203,7 +214,8 @@ class Runner:
         started = time.perf_counter()
         try:
             async with self.store.savepoint(db):
-                if not await Store.record_inbox(db, envelope):
+                is_new = await Store.record_inbox(db, envelope)
+                if not is_new and not self._inbox_disabled:
                     log.info("duplicate event skipped")
                     return _Result(msg, event_type, OUTCOME_DUPLICATE)
                 produced = await asyncio.wait_for(
