@@ -107,20 +107,29 @@ class BodyLimit:
         if length.isdigit() and int(length) > self.limit:
             await self._reject(scope, send)
             return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
+        # Read a streamed body here, up to the limit, and replay it to the app: an error
+        # raised inside the app's `receive` would become FastAPI's 400 "error parsing the body".
+        body = bytearray()
+        more = True
+        while more:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise _TooLargeError
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await self._reject(scope, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLargeError:
-            await self._reject(scope, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         response = JSONResponse(
@@ -128,10 +137,6 @@ class BodyLimit:
             status_code=413,
         )
         await response(scope, _disconnected, send)
-
-
-class _TooLargeError(Exception):
-    pass
 
 
 async def _disconnected() -> Message:
