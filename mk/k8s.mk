@@ -23,7 +23,7 @@ CHART_ARGS ?=
 TEST_DEPS += helm
 pytest: helm
 
-.PHONY: helm kind image kind-up kind-load deploy e2e-kind kind-down chart-lint
+.PHONY: helm kind image kind-up kind-load deploy e2e-kind-setup e2e-kind kind-down chart-lint
 
 helm: ## helm (go install into .tools/bin unless already on PATH)
 	@command -v helm >/dev/null 2>&1 || { \
@@ -60,8 +60,13 @@ deploy: helm ## NATS (official chart, k8s/nats-values.yaml) and Choreo into the 
 	  $(CHART_ARGS) --wait --timeout 10m
 	helm test choreo --namespace $(K8S_NAMESPACE) --logs --timeout 5m
 
-e2e-kind: $(STAMP) image kind-up kind-load deploy ## the end-to-end tests on a kind cluster
-	CHOREO_E2E=kind K8S_NAMESPACE=$(K8S_NAMESPACE) $(BIN)/pytest tests/e2e/test_kind.py
+# The e2e deployment: values-minimal.yaml plus values-e2e.yaml (2 partitions, stores on PVCs).
+# Target-specific, so `deploy` sees it only when reached through these targets.
+e2e-kind-setup: CHART_ARGS += -f k8s/values-e2e.yaml
+e2e-kind-setup: image kind-up kind-load deploy ## build, load and deploy what tests/e2e/test_kind.py runs against
+
+e2e-kind: $(STAMP) e2e-kind-setup ## the end-to-end scenario (tests/e2e/scenario.py) on a kind cluster
+	CHOREO_E2E=kind K8S_NAMESPACE=$(K8S_NAMESPACE) $(BIN)/pytest tests/e2e/test_kind.py -v
 
 kind-down: kind ## delete the kind cluster
 	kind delete cluster --name $(KIND_CLUSTER)

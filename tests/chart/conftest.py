@@ -35,6 +35,8 @@ SCENARIOS: dict[str, list[str]] = {
     "defaults": [],
     "minimal": ["-f", str(K8S / "values-minimal.yaml")],
     "prod": ["-f", str(K8S / "values-prod.yaml")],
+    # What `make e2e-kind` deploys.
+    "e2e": ["-f", str(K8S / "values-minimal.yaml"), "-f", str(K8S / "values-e2e.yaml")],
     "secured": sets(
         "nats.auth.mode=password",
         "nats.auth.existingSecret=choreo-nats-users",

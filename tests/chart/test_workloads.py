@@ -307,3 +307,13 @@ def test_provisioning_job_environment_loads_into_provision_settings(
     settings = ProvisionSettings()
     assert (settings.partitions, settings.view_replicas) == (4, 2)
     assert settings.max_ack_pending == 2_000_000
+
+
+def test_e2e_values_keep_every_store_on_a_claim(rendered: dict[str, Rendered]) -> None:
+    """The kind e2e deletes a payment pod and reads its ledger after: with values-e2e.yaml
+    every service has two partitions or replicas and its store on a PersistentVolumeClaim."""
+    chart = rendered["e2e"]
+    for service in SERVICES:
+        sts = statefulset(chart, service)
+        assert [c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]] == ["data"]
+        assert sts["spec"]["replicas"] == (1 if service == "dlq" else 2), service
