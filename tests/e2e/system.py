@@ -63,11 +63,13 @@ class System:
         self._reader.start()
         ready = self.wait_line("READY", timeout=READY_TIMEOUT)
         fields = dict(part.split("=", 1) for part in ready.split()[1:])
-        self.order_url, self.status_url, self.nats_url = fields["order"], fields["order-status"], fields["nats"]
+        self.order_url, self.status_url = fields["order"], fields["order-status"]
+        self.nats_url = fields["nats"]
         return self
 
     def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None
+        assert self.process.stdout is not None
         for raw in self.process.stdout:
             self.lines.append(raw.decode(errors="replace").rstrip("\n"))
 
@@ -170,7 +172,9 @@ def place_order(
     return body["orderId"], body["correlationId"]
 
 
-def wait_terminal(client: httpx.Client, system: System, order_id: str, *, timeout: float = 45.0) -> dict[str, Any]:
+def wait_terminal(
+    client: httpx.Client, system: System, order_id: str, *, timeout: float = 45.0
+) -> dict[str, Any]:
     """Poll order-status until the order is shipped or cancelled; its view."""
     deadline = time.monotonic() + timeout
     view: dict[str, Any] = {}

@@ -7,6 +7,7 @@ and ledger checks are before/after deltas around the test's own orders).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import sqlite3
 import subprocess
@@ -30,8 +31,12 @@ pytestmark = pytest.mark.e2e
 HAPPY_CHAIN = ["order.placed", "payment.succeeded", "inventory.reserved", "shipment.scheduled"]
 DECLINED_CHAIN = ["order.placed", "payment.failed", "order.cancelled"]
 OUT_OF_STOCK_CHAIN = [
-    "order.placed", "payment.succeeded", "inventory.reservation_failed", "payment.refunded", "order.cancelled",
-]  # fmt: skip
+    "order.placed",
+    "payment.succeeded",
+    "inventory.reservation_failed",
+    "payment.refunded",
+    "order.cancelled",
+]
 
 
 def trace_of(client: httpx.Client, system: System, correlation_id: str) -> list[dict[str, Any]]:
@@ -47,7 +52,7 @@ def assert_causal_chain(events: list[dict[str, Any]], chain: list[str]) -> None:
     """The events are `chain`, the first a root, each caused by the one before it."""
     assert [e["eventType"] for e in events] == chain
     assert events[0]["causationId"] is None
-    for cause, effect in zip(events, events[1:], strict=False):
+    for cause, effect in itertools.pairwise(events):
         assert effect["causationId"] == cause["eventId"], (cause, effect)
 
 
@@ -57,7 +62,9 @@ def payment_rows(system: System, order_id: str) -> list[tuple[Any, ...]]:
     )
 
 
-def test_happy_path_ships_with_one_correlation_and_a_causal_chain(system: System, client: httpx.Client) -> None:
+def test_happy_path_ships_with_one_correlation_and_a_causal_chain(
+    system: System, client: httpx.Client
+) -> None:
     """A payable, in-stock order ends `shipped`; its events share the correlationId and each
     causationId is the eventId of the event before it."""
     correlation_id = f"e2e-happy-{uuid.uuid4()}"
@@ -93,7 +100,8 @@ def test_out_of_stock_refunds_then_cancels_with_stock_unchanged(system: System, 
     charge and one refund; stock unchanged."""
     stock_before, ledger_before = system.stock()["sku-9"], system.ledger()
     # Two lines of 600,000 units of one SKU: together more than its 1,000,000.
-    order_id, correlation_id = place_order(client, system, [item("sku-9", 600_000, 0), item("sku-9", 600_000, 0)])
+    too_many = [item("sku-9", 600_000, 0), item("sku-9", 600_000, 0)]
+    order_id, correlation_id = place_order(client, system, too_many)
     view = wait_terminal(client, system, order_id)
     assert (view["status"], view.get("reason")) == ("cancelled", "out_of_stock")
     # The events in order: the view passed through `refunding` before `cancelled`.
@@ -114,7 +122,7 @@ def test_unknown_sku_is_accepted_by_the_api_and_rejected_by_inventory(
 ) -> None:
     """A well-formed but unknown SKU gets 202; inventory fails it with unknown_sku, payment
     refunds it, and the order ends `cancelled`."""
-    order_id, correlation_id = place_order(client, system, [item("sku-424242", 1, 100)])
+    order_id, _ = place_order(client, system, [item("sku-424242", 1, 100)])
     view = wait_terminal(client, system, order_id)
     # order.cancelled's reason is payment_declined or out_of_stock (the contract): an unknown
     # SKU is "not in stock"; the precise reason travels in the inventory and payment events.
@@ -160,12 +168,15 @@ def test_same_order_placed_published_three_times_charges_once(system: System, cl
     assert stock_after["reserved"] - stock_before["reserved"] == 4
 
 
-async def _publish_three_times(system: System, subject: str, body: bytes, headers: dict[str, str]) -> list[Any]:
+async def _publish_three_times(
+    system: System, subject: str, body: bytes, headers: dict[str, str]
+) -> list[Any]:
     nc = await nats.connect(system.nats_url)
+    msg_id = headers[HDR_MSG_ID]
     try:
         js = nc.jetstream()
         return [
-            await js.publish(subject, body, headers={**headers, HDR_MSG_ID: f"{headers[HDR_MSG_ID]}-copy-{n}"})
+            await js.publish(subject, body, headers={**headers, HDR_MSG_ID: f"{msg_id}-copy-{n}"})
             for n in range(3)
         ]
     finally:
