@@ -395,7 +395,8 @@ def _ls(args: argparse.Namespace) -> int:
         else:
             print(format_table(entries, scan.replays))
             if len(entries) < len(scan.entries):
-                print(f"({len(scan.entries) - len(entries)} older entries not shown; raise --limit)")
+                hidden = len(scan.entries) - len(entries)
+                print(f"({hidden} older entries not shown; raise --limit, 0 for all)", file=sys.stderr)
         return EXIT_OK
 
     return asyncio.run(_with_js(run))
