@@ -63,8 +63,14 @@ class AdvisoryLoop:
     async def process(self, msgs: list[Msg]) -> None:
         entries: list[tuple[Msg, OutgoingMessage | None, dict[str, Any]]] = []
         for msg in msgs:
-            advisory = orjson.loads(msg.data)
-            entries.append((msg, await self.entry_for(advisory), advisory))
+            try:
+                advisory = orjson.loads(msg.data)
+                entries.append((msg, await self.entry_for(advisory), advisory))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                # Not a server advisory (anyone allowed to publish on the subject could send
+                # it). With max_deliver=-1 it would crash-loop this service forever: skip it.
+                log.error("unreadable advisory skipped", subject=msg.subject, error=str(exc))
+                await msg.term()
         outgoing = [entry for _, entry, _ in entries if entry is not None]
         acks = iter(await self.ctx.publisher.publish_messages(outgoing, count=False))
         metrics = self.ctx.metrics

@@ -280,3 +280,21 @@ async def _accounted(system: System, js: JetStreamContext, seqs: dict[int, str])
     scan = await read_entries(js, Filters(consumer="shop-0"))
     dead = {int(e.header("Dlq-Stream-Seq")) for e in scan.entries} & set(seqs)
     return len(charged) + len(dead) >= len(seqs)
+
+
+async def test_unreadable_advisory_is_skipped_and_the_dlq_service_keeps_copying(
+    system: System, js: JetStreamContext
+) -> None:
+    """A message on an advisory subject that is not a server advisory is skipped (terminated),
+    not retried forever: the dlq service stays up and copies the next real advisory."""
+    subject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.EVENTS.shop-0"
+    await js.publish(subject, b"not an advisory")
+    await js.publish(subject, orjson.dumps({"stream": "EVENTS", "consumer": "shop-0"}))  # no stream_seq
+    order_id = new_order_id()
+    seq = await publish(js, order_id, order_body(order_id, "permanent"))
+    await wait_until(lambda: _has_advisory(js, "MSG_TERMINATED", seq), what="terminated advisory")
+    await _quiet(js)
+    assert len(await entries_for(js, seq)) == 1
+    log = system.log("dlq-0")
+    assert log.count('"unreadable advisory skipped"') == 2
+    assert '"service crashed"' not in log
