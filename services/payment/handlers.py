@@ -35,7 +35,9 @@ def handlers(settings: PaymentSettings) -> Mapping[str, Handler]:
     ) -> Sequence[Envelope]:
         payment_id = str(derive_event_id(event.event_id, "payment"))
         if payload.total_cents > settings.payment_decline_above_cents:
-            await store.record(db, payload.order_id, payment_id, payload.total_cents, "declined")
+            if not await store.record(db, payload.order_id, payment_id, payload.total_cents, "declined"):
+                log.warning("order already has a payment: not declining twice", order_id=payload.order_id)
+                return []
             reason = f"amount {payload.total_cents} above limit {settings.payment_decline_above_cents}"
             return [caused_by(event, PAYMENT_FAILED, PaymentFailed(order_id=payload.order_id, reason=reason))]
         if not await store.record(db, payload.order_id, payment_id, payload.total_cents, "charged"):
