@@ -23,7 +23,7 @@ CHART_ARGS ?=
 TEST_DEPS += helm
 pytest: helm
 
-.PHONY: helm kind image kind-up kind-load deploy e2e-kind-setup e2e-kind kind-down chart-lint
+.PHONY: helm kind image image-dry-run kind-up kind-load deploy e2e-kind-setup e2e-kind kind-down chart-lint
 
 helm: ## helm (go install into .tools/bin unless already on PATH)
 	@command -v helm >/dev/null 2>&1 || { \
@@ -42,6 +42,9 @@ chart-lint: helm ## helm lint --strict the chart with every values file
 
 image: ## build the Choreo image (needs a Docker engine)
 	docker build -t $(IMAGE) .
+
+image-dry-run: ## the Dockerfile's install steps without Docker: fresh venv, pip install ., run as nobody
+	k8s/dockerfile-dry-run.sh
 
 kind-up: kind ## create the kind cluster (k8s/kind-config.yaml) unless it exists
 	@kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \
