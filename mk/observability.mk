@@ -8,10 +8,10 @@
 # allowed to start it, stop it right after the install (systemctl, else service, else the
 # pids of the `prometheus` user's prometheus process, which the install just started).
 
-.PHONY: promtool
+.PHONY: promtool chromium
 
-TEST_DEPS += promtool
-pytest: promtool
+TEST_DEPS += promtool chromium
+pytest: promtool chromium
 
 promtool: ## install promtool (Debian's prometheus package) for tests/observability
 	@command -v promtool >/dev/null || ( \
@@ -22,3 +22,10 @@ promtool: ## install promtool (Debian's prometheus package) for tests/observabil
 	  fi; \
 	  true)
 	@command -v promtool >/dev/null || { echo "promtool still missing after installing prometheus" >&2; exit 1; }
+
+# The trace page is tested in headless Chromium driven by the `playwright` Python package
+# (tests/observability/test_trace_page.py). Playwright's own browser download cannot run
+# here: the test launches Debian's /usr/bin/chromium through `executable_path`.
+chromium: ## install Debian's chromium for the trace page browser test
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null || { echo "chromium still missing after apt-get install chromium" >&2; exit 1; }
