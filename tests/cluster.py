@@ -57,6 +57,8 @@ class RunningSystem:
             if user != ADMIN_USER:
                 options["inbox_prefix"] = inbox_prefix(user)
         options.update(kwargs)
+        options.setdefault("error_cb", _quiet)  # reconnects during chaos are expected
+        options.setdefault("disconnected_cb", _quiet_event)
         return await nats.connect(**options)
 
     async def admin(self) -> NATS:
@@ -73,6 +75,14 @@ class RunningSystem:
         for path in (self.data_dir / "logs").glob(f"{service}-[0-9]*.log"):
             total += sum(1 for line in path.read_text(errors="replace").splitlines() if text in line)
         return total
+
+
+async def _quiet(_exc: Exception) -> None:
+    return None
+
+
+async def _quiet_event() -> None:
+    return None
 
 
 async def consumer_infos(nc: NATS) -> list[ConsumerInfo]:
