@@ -262,6 +262,8 @@ async def metrics_and_logs(system: RunningSystem) -> dict[str, Any]:
     dup_metrics = retried = 0.0
     async with httpx.AsyncClient(timeout=5) as http:
         for proc in system.processes():
+            if proc.service == "dlq":  # its "duplicate" is an advisory whose entry exists
+                continue
             try:
                 text = (await http.get(f"{proc.url}/metrics")).text
             except httpx.HTTPError:
@@ -269,7 +271,8 @@ async def metrics_and_logs(system: RunningSystem) -> dict[str, Any]:
             dup_metrics += metric_sum(text, "choreo_events_consumed_total", outcome="duplicate")
             retried += metric_sum(text, "choreo_events_consumed_total", outcome="retried")
     restarts = sum(p.restarts for p in system.processes())
-    return {"duplicates (logs)": dup_logs, "duplicates (live metrics)": int(dup_metrics),
+    crashes = sum(system.count_in_logs(s, '"service crashed"') for s in VICTIMS)
+    return {"service crashes (logs)": crashes, "duplicates (logs)": dup_logs, "duplicates (live metrics)": int(dup_metrics),
             "retries (live metrics)": int(retried), "process restarts": restarts}  # fmt: skip
 
 
@@ -287,6 +290,7 @@ def summarize(chaos: Chaos, report: Report, extra: dict[str, Any], seconds: floa
     rows = [
         ("seed", SEED), ("orders accepted (202)", len(chaos.intended)), *report.counts.items(),
         ("SIGKILLed service processes", chaos.kills), ("process restarts", extra["process restarts"]),
+        ("service crashes (logs)", extra["service crashes (logs)"]),
         ("NATS node restarts", chaos.node_restarts), ("SIGSTOP pauses > ack_wait", chaos.pauses),
         ("re-published event copies", chaos.republished), ("POST retries", chaos.post_retries),
         ("duplicates suppressed (logs)", extra["duplicates (logs)"]),
