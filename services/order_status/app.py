@@ -3,11 +3,12 @@
 import asyncio
 from contextlib import suppress
 
+from fastapi import FastAPI
 from prometheus_client import Gauge
 
 from common.service import ServiceContext, ServiceDefinition
 from services.contract import payload_registry
-from services.order_status import api, handlers, store
+from services.order_status import api, handlers, page, store
 from services.order_status.events import SPEC
 from services.order_status.status import STATUSES
 
@@ -32,12 +33,18 @@ async def start(ctx: ServiceContext) -> None:
     ctx.extras["gauge_task"] = asyncio.create_task(refresh())
 
 
+def mount(app: FastAPI, ctx: ServiceContext) -> None:
+    """The query API, then the trace page (kept out of the OpenAPI document)."""
+    api.mount(app, ctx)
+    page.mount(app, ctx)
+
+
 definition = ServiceDefinition(
     spec=SPEC,
     payloads=payload_registry(SPEC.consumes),
     handlers=handlers.handlers,
     schema=store.SCHEMA,
-    api=api.mount,
+    api=mount,
     on_start=start,
     title="Choreo order-status API",
     snapshot=store.snapshot,
