@@ -38,6 +38,25 @@ def test_service_monitor_scrapes_every_pod_through_headless_services(
     assert endpoint["path"] == "/metrics"
 
 
+def test_service_monitor_job_and_service_labels_match_the_alerts(rendered: dict[str, Rendered]) -> None:
+    """job comes from part-of ("choreo", as ChoreoServiceDown matches) and series keep `service`."""
+    chart = rendered["prod"]
+    (monitor,) = chart.kind("ServiceMonitor")
+    job_label = monitor["spec"]["jobLabel"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    jobs = {
+        s["metadata"]["labels"][job_label]
+        for s in chart.kind("Service")
+        if selector.items() <= s["metadata"]["labels"].items()
+    }
+    assert jobs == {"choreo"}
+    alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    (down,) = [r for g in alerts["groups"] for r in g["rules"] if r.get("alert") == "ChoreoServiceDown"]
+    assert 'job=~"choreo.*"' in down["expr"]
+
+
 def test_prometheus_rule_embeds_the_alert_groups_verbatim(rendered: dict[str, Rendered]) -> None:
     """PrometheusRule spec.groups is files/alerts.yaml unchanged ({{ $labels }} untemplated)."""
     (rule,) = rendered["prod"].kind("PrometheusRule")
