@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.service import ServiceContext
@@ -66,11 +67,11 @@ def mount(app: FastAPI, ctx: ServiceContext) -> None:
         tags=["orders"],
         summary="One order's status and the events seen for it",
     )
-    async def get_order(order_id: str) -> dict[str, Any]:
+    async def get_order(order_id: str) -> Any:
         async with ctx.store.lock:
             order = await store.get_order(ctx.store.db, order_id)
         if order is None:
-            raise HTTPException(404, detail={"error": "not_found", "orderId": order_id})
+            return _not_found({"orderId": order_id})
         return order
 
     @app.get(
@@ -96,9 +97,14 @@ def mount(app: FastAPI, ctx: ServiceContext) -> None:
         tags=["traces"],
         summary="Every event of one flow, in time order",
     )
-    async def get_trace(correlation_id: str) -> dict[str, Any]:
+    async def get_trace(correlation_id: str) -> Any:
         async with ctx.store.lock:
             events = await store.trace(ctx.store.db, correlation_id)
         if not events:
-            raise HTTPException(404, detail={"error": "not_found", "correlationId": correlation_id})
+            return _not_found({"correlationId": correlation_id})
         return {"correlationId": correlation_id, "events": events}
+
+
+def _not_found(detail: dict[str, str]) -> JSONResponse:
+    """404 in the documented ErrorBody shape (HTTPException would nest it under "detail")."""
+    return JSONResponse({"error": "not_found", "detail": detail}, status_code=404)
