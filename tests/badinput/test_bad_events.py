@@ -225,8 +225,10 @@ async def test_same_event_id_with_other_content_first_one_wins(system: RunningSy
     """A second body under the same eventId: dropped by JetStream with the same Nats-Msg-Id,
     skipped by every inbox under another one; the first (a small order) ships, never declined."""
     first = order_placed(total=300)
-    second = dict(first, payload={**first["payload"], "customerId": "impostor", "totalCents": 9_000_000,
-                                  "items": [{"sku": "sku-7", "quantity": 1, "unitPriceCents": 9_000_000}]})  # fmt: skip
+    big = [{"sku": "sku-7", "quantity": 1, "unitPriceCents": 9_000_000}]
+    second = dict(
+        first, payload={**first["payload"], "customerId": "impostor", "totalCents": 9_000_000, "items": big}
+    )
     subject = f"events.order.placed.{first['aggregateId']}"
     assert not (await publish(system, subject, orjson.dumps(first), msg_id=first["eventId"])).duplicate
     assert (await publish(system, subject, orjson.dumps(second), msg_id=first["eventId"])).duplicate

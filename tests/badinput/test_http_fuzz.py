@@ -22,7 +22,9 @@ CHECKS = "not_a_server_error,response_schema_conformance"
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSystem]:
-    async with running_system(tmp_path_factory.mktemp("fuzz"), partitions=1, cluster=False, auth=False) as running:
+    async with running_system(
+        tmp_path_factory.mktemp("fuzz"), partitions=1, cluster=False, auth=False
+    ) as running:
         yield running
 
 

@@ -272,8 +272,13 @@ async def metrics_and_logs(system: RunningSystem) -> dict[str, Any]:
             retried += metric_sum(text, "choreo_events_consumed_total", outcome="retried")
     restarts = sum(p.restarts for p in system.processes())
     crashes = sum(system.count_in_logs(s, '"service crashed"') for s in VICTIMS)
-    return {"service crashes (logs)": crashes, "duplicates (logs)": dup_logs, "duplicates (live metrics)": int(dup_metrics),
-            "retries (live metrics)": int(retried), "process restarts": restarts}  # fmt: skip
+    return {
+        "service crashes (logs)": crashes,
+        "duplicates (logs)": dup_logs,
+        "duplicates (live metrics)": int(dup_metrics),
+        "retries (live metrics)": int(retried),
+        "process restarts": restarts,
+    }
 
 
 def summarize(chaos: Chaos, report: Report, extra: dict[str, Any], seconds: float) -> tuple[str, list[str]]:
