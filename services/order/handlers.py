@@ -1,5 +1,6 @@
 """order's reactions: a failed or refunded payment cancels the order."""
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,7 +35,10 @@ async def on_payment_refunded(
 async def _cancel(
     event: Envelope, order_id: str, reason: str, db: aiosqlite.Connection
 ) -> Sequence[Envelope]:
-    await store.cancel_order(db, order_id, reason)
+    if not await store.cancel_order(
+        db, order_id, reason, correlation_id=event.correlation_id, at=time.time()
+    ):
+        return []  # already cancelled by an earlier event: one order.cancelled per order
     return [caused_by(event, ORDER_CANCELLED, OrderCancelled(order_id=order_id, reason=reason))]
 
 

@@ -1,4 +1,10 @@
-"""order's tables: the orders it accepted and their own status."""
+"""order's tables: the orders this process accepted over HTTP, and the cancellations its
+partition decided.
+
+With several partitions, the process that took `POST /orders` need not own the order's
+partition, so cancellations are their own table, keyed by order id, in the owning
+partition's store; `orders.status` is only updated where both live in one store.
+"""
 
 from typing import Final
 
@@ -14,6 +20,12 @@ CREATE TABLE IF NOT EXISTS orders (
     reason         TEXT,
     created_at     REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cancellations (
+    order_id       TEXT PRIMARY KEY,
+    reason         TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    cancelled_at   REAL NOT NULL
+);
 """
 
 
@@ -28,10 +40,16 @@ async def insert_order(
     )
 
 
-async def cancel_order(db: aiosqlite.Connection, order_id: str, reason: str) -> bool:
-    """Mark the order cancelled; False if it was already cancelled."""
+async def cancel_order(
+    db: aiosqlite.Connection, order_id: str, reason: str, *, correlation_id: str, at: float
+) -> bool:
+    """Record the cancellation (once per order); False if it was already cancelled."""
     cursor = await db.execute(
-        "UPDATE orders SET status = 'cancelled', reason = ? WHERE order_id = ? AND status != 'cancelled'",
-        (reason, order_id),
+        "INSERT INTO cancellations (order_id, reason, correlation_id, cancelled_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+        (order_id, reason, correlation_id, at),
+    )
+    await db.execute(
+        "UPDATE orders SET status = 'cancelled', reason = ? WHERE order_id = ?", (reason, order_id)
     )
     return cursor.rowcount == 1
