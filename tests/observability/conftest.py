@@ -214,7 +214,7 @@ def _stop(process: subprocess.Popen[str], reader: threading.Thread | None) -> No
         process.stdout.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once tests/observability is done
 def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
     """A running `choreo up --no-demo` that has processed the flows of the module docstring."""
     run = _start(tmp_path_factory.mktemp("choreo-up"))

@@ -54,8 +54,8 @@ def page(browser: BrowserContext) -> Iterator[Page]:
     page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
     page.set_default_timeout(UI_TIMEOUT_MS)
     yield page
+    assert errors == [], errors  # before closing: closing may abort a poll in flight
     page.close()
-    assert errors == [], errors
 
 
 def test_page_lists_a_new_order_live_and_opens_its_trace(local_run: LocalRun, page: Page) -> None:
