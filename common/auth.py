@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from common.declarations import ADVISORIES_STREAM, EVENTS_STREAM, ServiceSpec, consumer_name
+from common.declarations import ADVISORIES_STREAM, DLQ_STREAM, EVENTS_STREAM, ServiceSpec, consumer_name
 from common.provision import DLQ_CONSUMER
 
 __all__ = [
@@ -90,6 +90,16 @@ def _service_user(spec: ServiceSpec, *, partitions: int, view_replicas: int) -> 
             consumer = consumer_name(spec.name, index)
             publish += _consumer_rights(EVENTS_STREAM, consumer)
             publish.append(f"dlq.{consumer}.>")
+    if not spec.partitioned and spec.consumes:
+        # A query view shows dead letters beside its traces: read-only DLQ access through an
+        # ordered (ephemeral, flow-controlled) consumer. It can neither write nor ack them.
+        publish += [
+            f"{API}.STREAM.INFO.{DLQ_STREAM}",
+            f"{API}.CONSUMER.CREATE.{DLQ_STREAM}",
+            f"{API}.CONSUMER.CREATE.{DLQ_STREAM}.>",
+            f"{API}.CONSUMER.DELETE.{DLQ_STREAM}.>",
+            f"$JS.FC.{DLQ_STREAM}.>",
+        ]
     return NatsUser(spec.name, tuple(publish), (f"{inbox_prefix(spec.name)}.>",))
 
 

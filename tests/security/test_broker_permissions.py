@@ -183,3 +183,29 @@ async def test_data_dir_credentials_are_private(system: RunningSystem) -> None:
     assert {p.stem for p in files} >= {"payment", "dlq", "provision", "admin"}
     assert all(p.stat().st_mode & 0o077 == 0 for p in files)
     assert all(Path(p).stat().st_mode & 0o077 == 0 for p in system.data_dir.glob("nats-*/*.conf"))
+
+
+async def test_view_reads_dead_letters_but_cannot_write_them(system: RunningSystem) -> None:
+    """order-status may scan the DLQ for its trace page, and may not write other consumers' entries."""
+    from common.tracing import read_dead_letters
+
+    admin = await system.admin()
+    try:
+        headers = {
+            "Correlation-Id": "sec-view-dlq",
+            "Dlq-Reason": "invalid_json",
+            "Nats-Msg-Id": "sec-view:1",
+        }
+        await admin.jetstream().publish("dlq.payment-0.order.placed", b"{", headers=headers)
+    finally:
+        await admin.close()
+    nc, client = await connect_as(system, "order-status")
+    js = nc.jetstream()
+    try:
+        found = await read_dead_letters(nc, "sec-view-dlq")
+        assert len(found) == 1
+        assert client.violations() == []
+        with pytest.raises(DENIED):
+            await js.publish("dlq.payment-0.order.placed", b"{}", timeout=2)
+    finally:
+        await nc.close()
