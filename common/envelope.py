@@ -38,9 +38,9 @@ __all__ = [
     "split_subject",
 ]
 
-EVENT_TYPE_RE: Final = re.compile(r"^[a-z][a-z_]*\.[a-z][a-z_]*$")
-AGGREGATE_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-SEMVER_RE: Final = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+EVENT_TYPE_RE: Final = re.compile(r"^[a-z][a-z_]*\.[a-z][a-z_]*\Z")
+AGGREGATE_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+SEMVER_RE: Final = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)\Z")
 # Namespace of derived event ids: uuid5(namespace, "<causing eventId>:<produced eventType>").
 DERIVED_ID_NAMESPACE: Final = uuid.UUID("6f1c2a52-8d0e-5b7a-9c1e-3c1d0a7e4b21")
 SUBJECT_PREFIX: Final = "events"
