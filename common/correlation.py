@@ -26,6 +26,17 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default).decode()
 
 
+class _CurrentStdout:
+    """`sys.stdout` looked up at each write, so a cached logger follows a replaced stdout
+    (pytest's capture, a CLI run in-process) instead of writing to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def configure_logging(service: str, *, level: str = "INFO") -> None:
     """JSON to stdout, one object per line; `service` is on every line of the process."""
     structlog.configure(
@@ -37,7 +48,7 @@ def configure_logging(service: str, *, level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.WriteLoggerFactory(file=_CurrentStdout()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()
