@@ -131,9 +131,13 @@ def split_subject(subject: str) -> tuple[str, str]:
     return f"{tokens[1]}.{tokens[2]}", tokens[3]
 
 
-def derive_event_id(causing_event_id: uuid.UUID | str, produced_type: str) -> uuid.UUID:
-    """Deterministic id of the event a reaction produces: same cause and type, same id."""
-    return uuid.uuid5(DERIVED_ID_NAMESPACE, f"{causing_event_id}:{produced_type}")
+def derive_event_id(
+    causing_event_id: uuid.UUID | str, produced_type: str, key: str | None = None
+) -> uuid.UUID:
+    """Deterministic id of the event a reaction produces: same cause and type, same id.
+    A reaction producing several events of one type tells them apart with `key`."""
+    name = f"{causing_event_id}:{produced_type}" + (f":{key}" if key is not None else "")
+    return uuid.uuid5(DERIVED_ID_NAMESPACE, name)
 
 
 def _payload_dict(payload: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
@@ -174,11 +178,13 @@ def caused_by(
     aggregate_id: str | None = None,
     schema_version: str = "1.0.0",
     occurred_at: datetime | None = None,
+    key: str | None = None,
 ) -> Envelope:
     """The event a reaction to `cause` produces: same correlation, causation = cause's id,
-    and a deterministic id, so the same reaction always yields the same event."""
+    and a deterministic id, so the same reaction always yields the same event. Give each of
+    several same-type events of one reaction its own `key` (a line number, a SKU)."""
     return Envelope(
-        event_id=derive_event_id(cause.event_id, event_type),
+        event_id=derive_event_id(cause.event_id, event_type, key),
         event_type=event_type,
         schema_version=schema_version,
         occurred_at=occurred_at or datetime.now(UTC),

@@ -363,3 +363,15 @@ async def test_publisher_publish_refuses_undeclared_before_sending() -> None:
     publisher = Publisher(None, service="payment", produces={"payment.succeeded"})  # type: ignore[arg-type]
     with pytest.raises(UndeclaredEventError):
         await publisher.publish([_order()])
+
+
+def test_same_type_events_of_one_reaction_differ_by_key() -> None:
+    """Two events of one type from one reaction get distinct, still deterministic, ids with `key`."""
+    from common.envelope import caused_by, new_event
+
+    cause = new_event("order.placed", "o-1", {"orderId": "o-1"})
+    first = caused_by(cause, "shipment.scheduled", {"n": 1}, key="1")
+    second = caused_by(cause, "shipment.scheduled", {"n": 2}, key="2")
+    assert first.event_id != second.event_id
+    assert first.event_id == caused_by(cause, "shipment.scheduled", {"n": 1}, key="1").event_id
+    assert caused_by(cause, "shipment.scheduled", {}).event_id != first.event_id
