@@ -4,17 +4,23 @@ One SQLite file per (service, partition). A batch of handled events is one trans
 inbox rows (primary key = eventId, so a conflict means duplicate), the business change the
 handler makes on the same connection, and the outbox rows of the events it produces. The
 outbox is published after commit and its rows are deleted once JetStream acknowledged them.
+
+Statements run inline on the event loop, not through aiosqlite's worker thread: a statement on
+a local SQLite file takes microseconds, while each thread round trip cost more than the
+statement itself (5+ per message; see docs/PERFORMANCE.md). What can block for long runs on the
+connection's thread: COMMIT (the fsync), the autocommitted outbox DELETE, inbox pruning, schema.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import aiosqlite
 import orjson
@@ -43,6 +49,29 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+_T = TypeVar("_T")
+
+
+class _InlineConnection(aiosqlite.Connection):
+    """aiosqlite's API, but each call runs inline (the caller holds `Store.lock`, so the
+    connection is never used by two tasks at once); `in_thread` for what may block."""
+
+    async def _execute(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        return fn(*args, **kwargs)
+
+    async def in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run `fn` on the connection's worker thread; the event loop stays free meanwhile."""
+        result: _T = await super()._execute(fn, *args)  # type: ignore[no-untyped-call]
+        return result
+
+    async def execute_in_thread(self, sql: str, parameters: Sequence[Any] = ()) -> int:
+        """Execute one statement on the worker thread; its rowcount."""
+        cursor = await self.in_thread(self._conn.execute, sql, parameters)
+        return int(cursor.rowcount)
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     seq: int
@@ -60,24 +89,32 @@ class Store:
         self.path = path
         self._schema = schema
         self._synchronous = synchronous
-        self._db: aiosqlite.Connection | None = None
+        self._db: _InlineConnection | None = None
         # One connection: the batch transaction, an API's write and an outbox flush take
         # turns, so none of them sees another's uncommitted rows.
         self.lock = asyncio.Lock()
 
     @property
-    def db(self) -> aiosqlite.Connection:
+    def db(self) -> _InlineConnection:
         if self._db is None:
             raise RuntimeError("store is not open")
         return self._db
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        path = str(self.path)
+
+        def connector() -> sqlite3.Connection:
+            # Opened on the worker thread, used inline from the loop's thread as well.
+            return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+        db = _InlineConnection(connector, iter_chunk_size=64)
+        await db
+        self._db = db
         # FULL: a commit survives power loss, so an ack never outruns its effect.
         for pragma in ("journal_mode=WAL", f"synchronous={self._synchronous}", "foreign_keys=ON"):
-            await self._db.execute(f"PRAGMA {pragma}")
-        await self._db.executescript(_SCHEMA + self._schema)
+            await db.in_thread(db._conn.execute, f"PRAGMA {pragma}")
+        await db.in_thread(db._conn.executescript, _SCHEMA + self._schema)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -95,7 +132,7 @@ class Store:
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-            await db.execute("COMMIT")
+            await db.execute_in_thread("COMMIT")  # the fsync: off the event loop
 
     @asynccontextmanager
     async def savepoint(self, db: aiosqlite.Connection) -> AsyncIterator[None]:
@@ -150,7 +187,7 @@ class Store:
         if not seqs:
             return
         async with self.lock:
-            await self.db.execute(
+            await self.db.execute_in_thread(
                 f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})",  # noqa: S608
                 list(seqs),
             )
@@ -158,10 +195,9 @@ class Store:
     async def prune_inbox(self, *, older_than_seconds: float) -> int:
         """Delete inbox rows older than the retention (well past the redelivery horizon)."""
         async with self.lock:
-            cursor = await self.db.execute(
+            return await self.db.execute_in_thread(
                 "DELETE FROM inbox WHERE processed_at < ?", (time.time() - older_than_seconds,)
             )
-        return cursor.rowcount
 
     async def inbox_size(self) -> int:
         async with self.lock, self.db.execute("SELECT count(*) FROM inbox") as cursor:

@@ -5,7 +5,7 @@ Labels are low-cardinality (`service`, `event_type`, `outcome`, `reason`); never
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -56,16 +56,31 @@ class Metrics:
             f"{prefix}_dlq_events", "Messages sent to the dead letter queue",
             ["service", "event_type", "reason"], registry=registry,
         )  # fmt: skip
+        # Labelled children by label values: `labels()` costs a lock and a dict build per call.
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.ready = Gauge(
             f"{prefix}_ready", "1 when connected to NATS and consuming",
             ["service"], registry=registry,
         )  # fmt: skip
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(self.service, *values)
+        return child
+
     def published_event(self, event_type: str, n: int = 1) -> None:
-        self.published.labels(self.service, event_type).inc(n)
+        self._child(self.published, event_type).inc(n)
 
     def consumed_event(self, event_type: str, outcome: str) -> None:
-        self.consumed.labels(self.service, event_type, outcome).inc()
+        self._child(self.consumed, event_type, outcome).inc()
+
+    def observe_handler(self, event_type: str, seconds: float) -> None:
+        self._child(self.handler_duration, event_type).observe(seconds)
+
+    def observe_lag(self, event_type: str, seconds: float) -> None:
+        self._child(self.lag, event_type).observe(seconds)
 
     def dead_lettered(self, event_type: str, reason: str) -> None:
         self.dlq.labels(self.service, event_type, reason).inc()

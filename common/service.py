@@ -120,6 +120,7 @@ def runner_options(settings: RunnerSettings) -> RunnerOptions:
         handler_timeout=settings.handler_timeout_seconds,
         max_event_bytes=settings.max_event_bytes,
         inbox_retention_seconds=settings.inbox_retention_hours * 3600,
+        log_sample=settings.log_sample,
     )
 
 

@@ -50,6 +50,7 @@ class RunnerSettings(NatsSettings):
     inbox_retention_hours: float = Field(168.0, gt=0)
     max_event_bytes: int = Field(65536, ge=1024)
     log_level: str = "INFO"
+    log_sample: float = Field(1.0, ge=0.0, le=1.0)
 
     @field_validator("partition", mode="before")
     @classmethod
