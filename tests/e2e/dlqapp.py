@@ -26,41 +26,15 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiosqlite
-from pydantic import Field
 
-from common import Envelope, Handler, Payload, PayloadRegistry, PermanentError, ServiceSpec, caused_by
+from common import Envelope, Handler, PermanentError, ServiceSpec, caused_by
 from common.service import ServiceDefinition
+from tests.support import OrderPlaced, PaymentSucceeded, payload_registry
 
 SHOP: Final = ServiceSpec.of("shop", consumes=["order.placed"], produces=["payment.succeeded"])
 AUDIT: Final = ServiceSpec.of("audit", consumes=["payment.succeeded"])
 SERVICES: Final = {"shop": SHOP, "audit": AUDIT, "dlq": None}
 FLAG_FILE: Final = "broken"
-
-
-class Item(Payload):
-    sku: str
-    quantity: int = Field(ge=1)
-    unit_price_cents: int = Field(ge=0)
-
-
-class OrderPlaced(Payload):
-    order_id: str
-    customer_id: str
-    items: list[Item] = Field(min_length=1, max_length=100)
-    total_cents: int = Field(ge=0)
-
-
-class PaymentSucceeded(Payload):
-    order_id: str
-    payment_id: str
-    amount_cents: int
-
-
-def payloads() -> PayloadRegistry:
-    registry = PayloadRegistry()
-    registry.register("order.placed", 1, OrderPlaced)
-    registry.register("payment.succeeded", 1, PaymentSucceeded)
-    return registry
 
 
 def _state_dir() -> Path:
@@ -132,6 +106,8 @@ def definition(name: str) -> ServiceDefinition:
         return dlq
     if name == "shop":
         schema = "CREATE TABLE IF NOT EXISTS charges (event_id TEXT NOT NULL, order_id TEXT NOT NULL);"
-        return ServiceDefinition(spec=SHOP, payloads=payloads(), handlers=_shop_handlers, schema=schema)
+        return ServiceDefinition(
+            spec=SHOP, payloads=payload_registry(), handlers=_shop_handlers, schema=schema
+        )
     schema = "CREATE TABLE IF NOT EXISTS seen (event_id TEXT NOT NULL, order_id TEXT NOT NULL);"
-    return ServiceDefinition(spec=AUDIT, payloads=payloads(), handlers=_audit_handlers, schema=schema)
+    return ServiceDefinition(spec=AUDIT, payloads=payload_registry(), handlers=_audit_handlers, schema=schema)

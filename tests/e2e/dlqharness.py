@@ -3,15 +3,13 @@ helpers the dead-letter tests share: publishing raw messages, reading the stores
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from nats.js import JetStreamContext
 from common.dlqtool import Filters, read_entries
 from common.natsserver import free_port
 from common.provision import DLQ_CONSUMER
+from tests.support import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 60.0
@@ -100,12 +99,7 @@ def running_system(tmp: Path, *, extra_env: dict[str, str] | None = None) -> Ite
             time.sleep(0.1)
         yield System(process, data_dir, state_dir, f"nats://127.0.0.1:{nats_port}", env)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def order_body(order_id: str, customer: str = "c-1", **overrides: Any) -> dict[str, Any]:
@@ -142,20 +136,6 @@ async def publish(
     headers = {"Nats-Msg-Id": str(uuid.uuid4()), "Event-Type": "order.placed", "Schema-Version": "1.0.0"}
     ack = await js.publish(f"events.order.placed.{subject_id or order_id}", data, headers=headers)
     return int(ack.seq)
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 20.0, interval: float = 0.1, what: str = ""
-) -> None:
-    """Poll until true; bounded in attempts and in time."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 1):
-        if await predicate():
-            return
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(interval)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 async def settled(js: JetStreamContext, consumer: str) -> bool:

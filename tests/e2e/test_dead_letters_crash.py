@@ -20,8 +20,8 @@ from tests.e2e.dlqharness import (
     publish,
     running_system,
     settled,
-    wait_until,
 )
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -33,8 +33,8 @@ from tests.integration.toy import (
     order_placed,
     publish_raw,
     subject_count,
-    wait_until,
 )
+from tests.support import wait_until
 
 
 async def _settled(toy: Toy) -> bool:

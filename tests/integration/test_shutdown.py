@@ -20,7 +20,8 @@ from nats.js import JetStreamContext
 
 from common import ProvisionSettings, Publisher, provision
 from common.natsserver import NatsServer, free_port
-from tests.integration.toy import CONSUMER, SPEC, downstream_events, order_placed, wait_until
+from tests.integration.toy import CONSUMER, SPEC, downstream_events, order_placed
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = "tests.integration.toy_service"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,13 +20,10 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
-from pydantic import Field
 
 from common import (
     Envelope,
     Metrics,
-    Payload,
-    PayloadRegistry,
     PermanentError,
     ProvisionSettings,
     Publisher,
@@ -42,6 +38,7 @@ from common import (
     provision,
 )
 from common.publisher import event_headers
+from tests.support import Item, OrderPlaced, PaymentSucceeded, payload_registry
 
 SERVICE = "toy"
 CONSUMER = consumer_name(SERVICE, 0)
@@ -55,32 +52,6 @@ CREATE TABLE IF NOT EXISTS charges (
 """
 DOWNSTREAM = "events.payment.succeeded.>"
 log = get_logger("toy")
-
-
-class Item(Payload):
-    sku: str
-    quantity: int = Field(ge=1)
-    unit_price_cents: int = Field(ge=0)
-
-
-class OrderPlaced(Payload):
-    order_id: str
-    customer_id: str
-    items: list[Item] = Field(min_length=1, max_length=100)
-    total_cents: int = Field(ge=0)
-
-
-class PaymentSucceeded(Payload):
-    order_id: str
-    payment_id: str
-    amount_cents: int
-
-
-def payload_registry() -> PayloadRegistry:
-    registry = PayloadRegistry()
-    registry.register("order.placed", 1, OrderPlaced)
-    registry.register("payment.succeeded", 1, PaymentSucceeded)
-    return registry
 
 
 @dataclass
@@ -235,20 +206,6 @@ async def build(
         options=options,
     )
     return Toy(nc, js, path, behaviour, store, registry, metrics, publisher, runner)
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
-) -> None:
-    """Poll `predicate` until true; bounded in attempts and in time."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 1):
-        if await predicate():
-            return
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s: {what}")
 
 
 async def subject_count(js: JetStreamContext, stream: str, subject_filter: str) -> int:
