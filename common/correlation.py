@@ -62,11 +62,15 @@ def get_logger(name: str | None = None) -> Any:
 @contextmanager
 def bind_event(envelope: Envelope, *, service: str) -> Iterator[None]:
     """Bind the event's correlation fields for every log line inside the block."""
-    with structlog.contextvars.bound_contextvars(
+    # bind + reset by token: half the cost of `bound_contextvars` (no copy of the context).
+    tokens = structlog.contextvars.bind_contextvars(
         correlation_id=envelope.correlation_id,
         causation_id=envelope.causation_id,
         event_id=str(envelope.event_id),
         event_type=envelope.event_type,
         service=service,
-    ):
+    )
+    try:
         yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
