@@ -19,7 +19,7 @@ help: ## list targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,bench]'  # bench: the smoke test of the benchmarks runs in make test
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with every pinned dependency

@@ -7,12 +7,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip(
-    "faststream", reason="the bench extra (faststream) is not installed: make bench installs it"
-)
-pytest.importorskip(
-    "matplotlib", reason="the bench extra (matplotlib) is not installed: make bench installs it"
-)
 
 from bench.report import targets
 from bench.run import run_all, write
