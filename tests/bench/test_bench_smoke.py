@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-
 from bench.report import targets
 from bench.run import run_all, write
 
