@@ -28,6 +28,7 @@ from typing import Any, Final
 import aiosqlite
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
@@ -117,7 +118,9 @@ class Runner:
                 "UNSAFE: the inbox is disabled; duplicates WILL be handled again (test-only switch)",
                 env=UNSAFE_DISABLE_INBOX_ENV,
             )
-        sub = await self.js.pull_subscribe_bind(self.consumer, stream=EVENTS_STREAM)
+        sub = await self._bind(stop)
+        if sub is None:
+            return
         await self.flush_outbox()  # events committed before a crash, not yet published
         self.consuming = True
         self.metrics.set_ready(True)
@@ -128,6 +131,10 @@ class Runner:
                     msgs = await sub.fetch(self.options.batch_size, timeout=self.options.fetch_timeout)
                 except (TimeoutError, NatsTimeoutError):
                     msgs = []
+                except NatsError as exc:  # e.g. no responders while a consumer leader is elected
+                    log.warning("fetch failed; retrying", error=repr(exc))
+                    await asyncio.sleep(self.options.fetch_timeout)
+                    continue
                 try:
                     if msgs:
                         await self.process_batch(msgs)
@@ -145,6 +152,17 @@ class Runner:
             with suppress(Exception):
                 await sub.unsubscribe()
 
+    async def _bind(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
+        """Bind to the durable consumer; until it exists (provisioning still running, NACK
+        not reconciled yet) stay not-ready and try again instead of crashing."""
+        while not stop.is_set():
+            try:
+                return await self.js.pull_subscribe_bind(self.consumer, stream=EVENTS_STREAM)
+            except NatsError as exc:
+                log.warning("consumer not available yet; retrying", consumer=self.consumer, error=repr(exc))
+                await asyncio.sleep(1.0)
+        return None
+
     async def _prune_if_due(self) -> None:
         now = time.monotonic()
         if now - self._last_prune >= self.options.prune_every_seconds:
@@ -157,6 +175,26 @@ class Runner:
         await flush_outbox(self.store, self.publisher)
 
     async def process_batch(self, msgs: Sequence[Msg]) -> None:
+        """First deliveries as one transaction; redeliveries one by one, suspects last.
+
+        A redelivery may be a message that crashed the process. Handling redeliveries one at
+        a time, each marked as a suspect while it runs, means a crash-looping message takes
+        down only itself: its batch neighbours are handled before it on the next delivery,
+        and it alone reaches max_deliver (then the DLQ, through the advisory)."""
+        fresh = [m for m in msgs if m.metadata.num_delivered <= 1]
+        redelivered = [m for m in msgs if m.metadata.num_delivered > 1]
+        if redelivered:
+            suspects = await self.store.suspects()
+            redelivered.sort(key=lambda m: m.metadata.sequence.stream in suspects)
+            for msg in redelivered:
+                seq = msg.metadata.sequence.stream
+                await self.store.mark_suspect(seq)
+                await self._process_group([msg])
+                await self.store.clear_suspect(seq)
+        if fresh:
+            await self._process_group(fresh)
+
+    async def _process_group(self, msgs: Sequence[Msg]) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(msgs))
         try:
             async with self.store.transaction() as db:

@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     headers    BLOB NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS suspects (
+    stream_seq INTEGER PRIMARY KEY,
+    marked_at  REAL NOT NULL
+);
 """
 
 
@@ -191,6 +195,25 @@ class Store:
                 f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})",  # noqa: S608
                 list(seqs),
             )
+
+    async def mark_suspect(self, stream_seq: int) -> None:
+        """Note, durably, that a redelivered message is being handled: if the process dies
+        now, the next life knows which message it was."""
+        async with self.lock:
+            await self.db.execute_in_thread(
+                "INSERT INTO suspects (stream_seq, marked_at) VALUES (?, ?)"
+                " ON CONFLICT (stream_seq) DO NOTHING",
+                (stream_seq, time.time()),
+            )
+
+    async def clear_suspect(self, stream_seq: int) -> None:
+        async with self.lock:
+            await self.db.execute_in_thread("DELETE FROM suspects WHERE stream_seq = ?", (stream_seq,))
+
+    async def suspects(self) -> set[int]:
+        """Stream sequences of messages a previous life of this process died handling."""
+        async with self.lock, self.db.execute("SELECT stream_seq FROM suspects") as cursor:
+            return {int(row[0]) for row in await cursor.fetchall()}
 
     async def prune_inbox(self, *, older_than_seconds: float) -> int:
         """Delete inbox rows older than the retention (well past the redelivery horizon)."""

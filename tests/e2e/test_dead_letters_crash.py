@@ -28,19 +28,19 @@ pytestmark = pytest.mark.e2e
 
 async def test_crash_looping_consumer_reaches_the_dlq_through_the_advisory_path(tmp_path: Path) -> None:
     """The handler SIGKILLs its process on every delivery: after max_deliver (3) the dlq service
-    writes one max_deliveries entry from the advisory, and events after it are processed."""
-    # Batch size 1: with bigger batches the events fetched together with the crashing one die
-    # with it on every delivery and are dead-lettered too (a known runner limitation, see
-    # docs/OPERATIONS.md#choreoservicedown); this test is about the advisory path only.
-    with running_system(tmp_path, extra_env={"CHOREO_BATCH_SIZE": "1"}) as system:
+    writes one max_deliveries entry from the advisory, and the events fetched in the same batch
+    (before and after it) are processed, not dead-lettered with it."""
+    with running_system(tmp_path) as system:
         nc = await nats.connect(system.nats_url, connect_timeout=2, max_reconnect_attempts=3)
         js = nc.jetstream()
         try:
+            before = new_order_id()
+            before_seq = await publish(js, before, order_body(before))
             crasher = new_order_id()
             body = order_body(crasher, "crash")
             seq = await publish(js, crasher, body)
             after = new_order_id()
-            await publish(js, after, order_body(after))
+            after_seq = await publish(js, after, order_body(after))
 
             async def dead() -> bool:
                 return bool(await entries_for(js, seq))
@@ -51,7 +51,12 @@ async def test_crash_looping_consumer_reaches_the_dlq_through_the_advisory_path(
                 return await settled(js, "shop-0") and await advisories_done(js)
 
             await wait_until(quiet, timeout=30, what="settled")
-            await wait_until(lambda: _charged(system, after), timeout=20, what="later event processed")
+            for neighbour in (before, after):
+                await wait_until(
+                    lambda n=neighbour: _charged(system, n), timeout=20, what="neighbour processed"
+                )
+            assert await entries_for(js, before_seq) == []
+            assert await entries_for(js, after_seq) == []
             (entry,) = await entries_for(js, seq)
             assert entry.reason == "max_deliveries"
             assert entry.header("Dlq-Deliveries") == "3"
