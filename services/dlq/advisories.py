@@ -17,6 +17,7 @@ from typing import Any, Final
 import orjson
 import structlog
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
@@ -51,9 +52,18 @@ class AdvisoryLoop:
             while not stop.is_set():
                 try:
                     msgs = await sub.fetch(self.batch_size, timeout=1.0)
-                except (TimeoutError, NatsTimeoutError):
+                except NatsError as exc:
+                    if not isinstance(exc, NatsTimeoutError):
+                        log.warning("fetch failed; retrying", error=repr(exc))
+                        await asyncio.sleep(1.0)
                     continue
-                await self.process(msgs)
+                except TimeoutError:
+                    continue
+                try:
+                    await self.process(msgs)
+                except NatsError as exc:  # NATS unreachable, leader election: advisories stay unacked
+                    log.warning("advisory batch failed; it will be redelivered", error=repr(exc))
+                    await asyncio.sleep(1.0)
         finally:
             self.consuming = False
             self.ctx.metrics.set_ready(False)
