@@ -183,12 +183,22 @@ def caused_by(
     """The event a reaction to `cause` produces: same correlation, causation = cause's id,
     and a deterministic id, so the same reaction always yields the same event. Give each of
     several same-type events of one reaction its own `key` (a line number, a SKU)."""
-    return Envelope(
+    aggregate_id = aggregate_id or cause.aggregate_id
+    # The cause was validated on the way in; only the new parts are checked here, so the hot
+    # path builds the envelope without a second full validation.
+    if not (EVENT_TYPE_RE.match(event_type) and SEMVER_RE.match(schema_version)):
+        raise ValueError(f"invalid eventType {event_type!r} or schemaVersion {schema_version!r}")
+    if not AGGREGATE_ID_RE.match(aggregate_id):
+        raise ValueError(f"invalid aggregateId {aggregate_id!r}")
+    occurred_at = occurred_at or datetime.now(UTC)
+    if occurred_at.tzinfo is None:
+        raise ValueError("occurredAt must carry a timezone")
+    return Envelope.model_construct(
         event_id=derive_event_id(cause.event_id, event_type, key),
         event_type=event_type,
         schema_version=schema_version,
-        occurred_at=occurred_at or datetime.now(UTC),
-        aggregate_id=aggregate_id or cause.aggregate_id,
+        occurred_at=occurred_at.astimezone(UTC),
+        aggregate_id=aggregate_id,
         correlation_id=cause.correlation_id,
         causation_id=str(cause.event_id),
         payload=_payload_dict(payload),
@@ -198,23 +208,34 @@ def caused_by(
 def parse_envelope(data: bytes, *, subject: str | None = None) -> Envelope:
     """Decode and validate a message body; raise the poison error that names what is wrong."""
     try:
+        envelope = Envelope.model_validate_json(data)  # the fast path: one pass from bytes
+    except ValidationError:
+        envelope = _classify(data)  # re-read only to name the failure precisely
+    if subject is not None:
+        _check_subject(envelope, subject)
+    return envelope
+
+
+def _classify(data: bytes) -> Envelope:
+    try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise InvalidJsonError(f"body is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise InvalidEnvelopeError(f"body is a JSON {type(raw).__name__}, not an object")
     try:
-        envelope = Envelope.model_validate(raw)
+        return Envelope.model_validate(raw)
     except ValidationError as exc:
         raise InvalidEnvelopeError(_describe(exc)) from None
-    if subject is not None:
-        event_type, aggregate_id = split_subject(subject)
-        if (event_type, aggregate_id) != (envelope.event_type, envelope.aggregate_id):
-            raise SubjectMismatchError(
-                f"subject says {event_type}/{aggregate_id}, "
-                f"body says {envelope.event_type}/{envelope.aggregate_id}"
-            )
-    return envelope
+
+
+def _check_subject(envelope: Envelope, subject: str) -> None:
+    event_type, aggregate_id = split_subject(subject)
+    if (event_type, aggregate_id) != (envelope.event_type, envelope.aggregate_id):
+        raise SubjectMismatchError(
+            f"subject says {event_type}/{aggregate_id}, "
+            f"body says {envelope.event_type}/{envelope.aggregate_id}"
+        )
 
 
 def _describe(exc: ValidationError) -> str:
