@@ -8,10 +8,18 @@ write the entry for the same failure and the `DLQ` stream keeps one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
+import orjson
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from common.declarations import DLQ_STREAM
 from common.envelope import split_subject
 from common.errors import SubjectMismatchError
 from common.publisher import HDR_MSG_ID, OutgoingMessage
@@ -28,9 +36,11 @@ __all__ = [
     "HDR_DLQ_STREAM_SEQ",
     "REASON_MAX_DELIVERIES",
     "REASON_PERMANENT_ERROR",
+    "Entry",
     "dead_letter",
     "dlq_msg_id",
     "dlq_subject",
+    "read_dlq",
 ]
 
 HDR_DLQ_REASON: Final = "Dlq-Reason"
@@ -114,3 +124,86 @@ def dead_letter(
         }
     )
     return OutgoingMessage(dlq_subject(consumer, event_type), body, out, event_type)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One message as stored in the `DLQ` stream (a dead letter, or a replay marker)."""
+
+    seq: int
+    subject: str
+    headers: dict[str, str]
+    body: bytes
+    stored_at: datetime | None = None
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+    @property
+    def consumer(self) -> str:
+        return self.header(HDR_DLQ_CONSUMER)
+
+    @property
+    def event_type(self) -> str:
+        tokens = self.subject.split(".")
+        return ".".join(tokens[2:4]) if len(tokens) >= 4 else "?"
+
+    @property
+    def reason(self) -> str:
+        return self.header(HDR_DLQ_REASON)
+
+    @property
+    def failed_at(self) -> datetime | None:
+        text = self.header(HDR_DLQ_FAILED_AT)
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else self.stored_at
+        except ValueError:
+            return self.stored_at
+
+    def envelope(self) -> dict[str, Any] | None:
+        """The decoded body if it is a JSON object, else None."""
+        try:
+            body = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return None
+        return body if isinstance(body, dict) else None
+
+
+async def read_dlq(
+    js: JetStreamContext, subject: str = "dlq.>", *, since: datetime | None = None, timeout: float = 5.0
+) -> list[Entry]:
+    """Every message of `DLQ` on `subject` (from `since`), oldest first.
+
+    One read-only mechanism for every reader (the CLI, traces, the trace page): an ordered
+    consumer (ephemeral, no acks, flow-controlled), so it needs no durable state and only
+    read rights. Bounded: it stops at the last message pending when it started, or at
+    `timeout`."""
+    try:
+        info = await js.stream_info(DLQ_STREAM, subjects_filter=subject)
+    except NotFoundError:
+        return []
+    if not sum((info.state.subjects or {}).values()):
+        return []
+    config = ConsumerConfig(opt_start_time=since.astimezone(UTC)) if since else None
+    policy = DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL
+    sub = await js.subscribe(
+        subject, stream=DLQ_STREAM, ordered_consumer=True, deliver_policy=policy, config=config
+    )
+    found: list[Entry] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await sub.next_msg(timeout=timeout)
+                meta = msg.metadata
+                found.append(
+                    Entry(
+                        meta.sequence.stream, msg.subject, dict(msg.headers or {}), msg.data, meta.timestamp
+                    )
+                )
+                if meta.num_pending == 0:
+                    break
+    except TimeoutError:
+        pass  # `since` matched nothing (or fewer than counted): what arrived is the answer
+    finally:
+        await sub.unsubscribe()
+    return found

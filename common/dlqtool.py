@@ -24,26 +24,22 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import orjson
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from common.declarations import DLQ_STREAM
 from common.dlq import (
-    HDR_DLQ_CONSUMER,
     HDR_DLQ_DELIVERIES,
     HDR_DLQ_ERROR,
-    HDR_DLQ_FAILED_AT,
     HDR_DLQ_ORIGINAL_SUBJECT,
-    HDR_DLQ_REASON,
     HDR_DLQ_STREAM_SEQ,
+    Entry,
+    read_dlq,
 )
 from common.publisher import HDR_MSG_ID
 
@@ -103,56 +99,6 @@ def replay_subject(original_subject: str) -> str:
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One dead letter as stored in the `DLQ` stream."""
-
-    seq: int
-    subject: str
-    headers: dict[str, str]
-    body: bytes
-    stored_at: datetime | None = None
-
-    def header(self, name: str) -> str:
-        return self.headers.get(name, "")
-
-    @property
-    def consumer(self) -> str:
-        return self.header(HDR_DLQ_CONSUMER)
-
-    @property
-    def event_type(self) -> str:
-        tokens = self.subject.split(".")
-        return ".".join(tokens[2:4]) if len(tokens) >= 4 else "?"
-
-    @property
-    def reason(self) -> str:
-        return self.header(HDR_DLQ_REASON)
-
-    @property
-    def failed_at(self) -> datetime | None:
-        text = self.header(HDR_DLQ_FAILED_AT)
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else self.stored_at
-        except ValueError:
-            return self.stored_at
-
-    def envelope(self) -> dict[str, Any] | None:
-        """The decoded body if it is a JSON object, else None."""
-        try:
-            body = orjson.loads(self.body)
-        except orjson.JSONDecodeError:
-            return None
-        return body if isinstance(body, dict) else None
-
-    def base_msg_id(self) -> str:
-        """The event id of a decodable envelope, else `<consumer>:<stream seq>`."""
-        event_id = (self.envelope() or {}).get("eventId")
-        if isinstance(event_id, str) and event_id:
-            return event_id
-        return f"{self.consumer}:{self.header(HDR_DLQ_STREAM_SEQ)}"
-
-
-@dataclass(frozen=True)
 class Filters:
     consumer: str | None = None
     event_type: str | None = None
@@ -182,57 +128,29 @@ class Scan:
     replays: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
+def base_msg_id(entry: Entry) -> str:
+    """The event id of a decodable envelope, else `<consumer>:<stream seq>`."""
+    event_id = (entry.envelope() or {}).get("eventId")
+    if isinstance(event_id, str) and event_id:
+        return event_id
+    return f"{entry.consumer}:{entry.header(HDR_DLQ_STREAM_SEQ)}"
+
+
 def marker_subject(dlq_seq: int) -> str:
     return f"{REPLAY_PREFIX}.{dlq_seq}"
-
-
-async def _read(js: JetStreamContext, subject: str, since: datetime | None) -> list[Entry]:
-    """Every message of `DLQ` on `subject` (from `since`), through an ephemeral consumer."""
-    config = ConsumerConfig(
-        ack_policy=AckPolicy.NONE,
-        deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
-        opt_start_time=since.astimezone(UTC) if since else None,
-        inactive_threshold=30.0,
-        mem_storage=True,
-    )
-    info = await js.stream_info(DLQ_STREAM)
-    if info.state.messages == 0:
-        return []
-    sub = await js.pull_subscribe(subject, stream=DLQ_STREAM, config=config)
-    found: list[Entry] = []
-    try:
-        # What matched when the consumer was created is what we read: bounded in fetches.
-        wanted = (await sub.consumer_info()).num_pending or 0
-        empty = 0
-        while len(found) < wanted and empty < MAX_EMPTY_FETCHES:
-            try:
-                msgs = await sub.fetch(min(FETCH_BATCH, wanted - len(found)), timeout=FETCH_TIMEOUT)
-            except (TimeoutError, NatsTimeoutError):
-                empty += 1
-                continue
-            empty += not msgs
-            for msg in msgs:
-                meta = msg.metadata
-                found.append(Entry(meta.sequence.stream, msg.subject, dict(msg.headers or {}), msg.data,
-                                   meta.timestamp))  # fmt: skip
-    finally:
-        await sub.unsubscribe()
-        with suppress(NotFoundError):  # nats-py keeps the generated name in `_consumer`
-            await js.delete_consumer(DLQ_STREAM, sub._consumer)
-    return found
 
 
 async def read_entries(js: JetStreamContext, filters: Filters = Filters()) -> Scan:
     """The entries matching `filters`, oldest first, and the replay markers."""
     scan = Scan()
     narrowed = filters.subject() != "dlq.>"  # then the markers need a read of their own
-    for message in await _read(js, filters.subject(), filters.since):
+    for message in await read_dlq(js, filters.subject(), since=filters.since):
         if message.subject.startswith(REPLAY_PREFIX + "."):
             scan.replays[int(message.subject.rsplit(".", 1)[1])] = _marker_body(message.body)
         elif filters.match(message):
             scan.entries.append(message)
     if narrowed:
-        for message in await _read(js, f"{REPLAY_PREFIX}.>", None):
+        for message in await read_dlq(js, f"{REPLAY_PREFIX}.>"):
             scan.replays[int(message.subject.rsplit(".", 1)[1])] = _marker_body(message.body)
     return scan
 
@@ -282,7 +200,7 @@ async def replay(
     previous = await last_replay(js, entry.seq)
     attempt = int((previous or {}).get("attempt", 0)) + 1
     suffix = "" if attempt == 1 else f":{attempt}"
-    msg_id = f"{entry.base_msg_id()}:replay:{entry.seq}{suffix}"
+    msg_id = f"{base_msg_id(entry)}:replay:{entry.seq}{suffix}"
     if previous is not None and not force:
         return ReplayResult(entry.seq, "already-replayed", subject, str(previous.get("msgId", "")))
     failed_at = entry.failed_at

@@ -244,32 +244,15 @@ def fetch_trace(status_url: str, correlation_id: str, *, timeout: float = 5.0) -
 async def read_dead_letters(
     nc: Any, correlation_id: str, *, timeout: float = DLQ_READ_TIMEOUT_SECONDS
 ) -> list[DeadLetter]:
-    """Scan the DLQ stream (an ordered consumer, no acks) for entries of this flow."""
-    from nats.js.api import DeliverPolicy
-    from nats.js.errors import NotFoundError
+    """The DLQ entries of this flow (by their `Correlation-Id` header)."""
+    from common.dlq import read_dlq
 
-    js = nc.jetstream()
-    try:
-        info = await js.stream_info(DLQ_STREAM)
-    except NotFoundError:
-        return []
-    if info.state.messages == 0:
-        return []
-    sub = await js.subscribe(
-        "dlq.>", stream=DLQ_STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-    )
-    found: list[DeadLetter] = []
-    try:
-        async with asyncio.timeout(timeout):
-            for _ in range(info.state.messages):
-                msg = await sub.next_msg(timeout=timeout)
-                if (msg.headers or {}).get(HDR_CORRELATION_ID) == correlation_id:
-                    found.append(DeadLetter.from_message(msg.headers or {}, msg.data))
-                if msg.metadata.num_pending == 0 or msg.metadata.sequence.stream >= info.state.last_seq:
-                    break
-    finally:
-        await sub.unsubscribe()
-    return found
+    entries = await read_dlq(nc.jetstream(), timeout=timeout)
+    return [
+        DeadLetter.from_message(e.headers, e.body)
+        for e in entries
+        if e.headers.get(HDR_CORRELATION_ID) == correlation_id
+    ]
 
 
 async def _dead_letters(nats_url: str | None, correlation_id: str) -> tuple[list[DeadLetter], str]:
