@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,9 +18,8 @@ import orjson
 from nats.js import JetStreamContext
 
 from common.dlqtool import Filters, read_entries
-from common.natsserver import free_port
 from common.provision import DLQ_CONSUMER
-from tests.support import stop_process
+from tests.support import UpProcess
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 60.0
@@ -32,11 +30,20 @@ MAX_EVENT_BYTES = 2048
 class System:
     """A running `choreo up` of the test app."""
 
-    process: subprocess.Popen[bytes]
-    data_dir: Path
+    up: UpProcess
     state_dir: Path
-    nats_url: str
-    env: dict[str, str]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.up.data_dir
+
+    @property
+    def nats_url(self) -> str:
+        return self.up.urls["nats"]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self.up.env, "CHOREO_NATS_URL": self.nats_url}
 
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run `choreo <args>` as an operator would, against this system's NATS."""
@@ -69,37 +76,22 @@ class System:
 @contextmanager
 def running_system(tmp: Path, *, extra_env: dict[str, str] | None = None) -> Iterator[System]:
     """`choreo up --no-demo` of the test app with fast failure settings; stopped afterwards."""
-    data_dir, state_dir = tmp / "data", tmp / "state"
+    state_dir = tmp / "state"
     state_dir.mkdir(parents=True)
-    nats_port = free_port()
     env = {
-        **os.environ,
         "CHOREO_APP": "tests.e2e.dlqapp",
         "DLQAPP_DIR": str(state_dir),
         "CHOREO_ACK_WAIT_SECONDS": "1",
         "CHOREO_MAX_DELIVER": "3",
         "CHOREO_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
-        "CHOREO_NATS_URL": f"nats://127.0.0.1:{nats_port}",
         "PYTHONPATH": str(REPO),
         **(extra_env or {}),
     }
-    args = [
-        sys.executable, "-m", "common.cli", "up", "--no-demo", "--data-dir", str(data_dir),
-        "--nats-port", str(nats_port), "--order-port", str(free_port()),
-        "--status-port", str(free_port()),
-    ]  # fmt: skip
-    out = (tmp / "up.out").open("wb")
-    process = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    out.close()
+    up = UpProcess(tmp / "data", env=env, ready_timeout=READY_TIMEOUT).start()
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "READY" not in (tmp / "up.out").read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"choreo up did not get ready:\n{(tmp / 'up.out').read_text()}")
-            time.sleep(0.1)
-        yield System(process, data_dir, state_dir, f"nats://127.0.0.1:{nats_port}", env)
+        yield System(up, state_dir)
     finally:
-        stop_process(process)
+        up.stop()
 
 
 def order_body(order_id: str, customer: str = "c-1", **overrides: Any) -> dict[str, Any]:

@@ -7,22 +7,18 @@ Service URLs other than order and order-status are read from each service's own 
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from common.natsserver import free_port
+from tests.support import UpProcess
 
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 45.0
@@ -31,76 +27,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
-class System:
-    data_dir: Path
-    partitions: int = 1
-    demo: bool = False
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-    lines: list[str] = field(default_factory=list)
-    order_url: str = ""
-    status_url: str = ""
-    nats_url: str = ""
-    _reader: threading.Thread | None = None
+class System(UpProcess):
+    """`choreo up` plus the readers the flow tests need."""
+
+    @property
+    def order_url(self) -> str:
+        return self.urls["order"]
+
+    @property
+    def status_url(self) -> str:
+        return self.urls["order-status"]
+
+    @property
+    def nats_url(self) -> str:
+        return self.urls["nats"]
 
     def start(self) -> System:
-        args = [
-            sys.executable, "-m", "common.cli", "up", "--data-dir", str(self.data_dir),
-            "--nats-port", str(free_port()), "--order-port", str(free_port()),
-            "--status-port", str(free_port()), "--partitions", str(self.partitions),
-        ]  # fmt: skip
-        if not self.demo:
-            args.append("--no-demo")
-        self.process = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, not the system
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        ready = self.wait_line("READY", timeout=READY_TIMEOUT)
-        fields = dict(part.split("=", 1) for part in ready.split()[1:])
-        self.order_url, self.status_url = fields["order"], fields["order-status"]
-        self.nats_url = fields["nats"]
+        super().start()
         return self
 
-    def _read(self) -> None:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-
-    def wait_line(self, prefix: str, *, timeout: float, after: int = 0) -> str:
-        """The first output line (from index `after`) starting with `prefix`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines[after:]:
-                if line.startswith(prefix):
-                    return line
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"choreo up exited with {self.process.returncode}:\n{self.output_tail()}")
-            time.sleep(0.1)
-        raise TimeoutError(f"no line starting with {prefix!r} after {timeout}s:\n{self.output_tail()}")
-
-    def stop(self, *, sig: int = signal.SIGINT) -> int:
+    def stop(self, *, sig: int = signal.SIGINT, grace: float = STOP_TIMEOUT) -> int:
         """Stop `choreo up` as Ctrl-C would; its exit code."""
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        if self._reader is not None:
-            self._reader.join(timeout=10)  # EOF once every writer is gone
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        return self.process.returncode
+        return super().stop(sig=sig, grace=grace)
 
     # --- where things are -------------------------------------------------------------
 

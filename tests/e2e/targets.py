@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -29,6 +27,7 @@ import httpx
 import psutil
 
 from common.natsserver import free_port
+from tests.support import UpProcess
 
 from .scenario import HttpApis
 
@@ -65,33 +64,20 @@ class LocalTarget(HttpApis):
         self.data_dir = data_dir
         self.partitions = partitions
         self.timeout = timeout
-        self.env = {**os.environ, **(env or {})}
-        self.order_port, self.status_port = free_port(), free_port()
-        self.order_url = f"http://127.0.0.1:{self.order_port}"
-        self.status_url = f"http://127.0.0.1:{self.status_port}"
-        self.output = data_dir / "choreo-up.out"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.up = UpProcess(data_dir, env=env or {}, partitions=partitions, ready_timeout=START_SECONDS)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.up.process
+
+    @property
+    def output(self) -> Path:
+        return self.up.output_path
 
     def start(self) -> LocalTarget:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.output.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "common.cli", "up", "--no-demo",
-                 "--partitions", str(self.partitions), "--data-dir", str(self.data_dir),
-                 "--nats-port", str(free_port()), "--order-port", str(self.order_port),
-                 "--status-port", str(self.status_port)],
-                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            text = self.output.read_text(errors="replace")
-            if "READY " in text:
-                return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"choreo up did not get READY:\n{self.output.read_text(errors='replace')}")
+        self.up.start()
+        self.order_url, self.status_url = self.up.urls["order"], self.up.urls["order-status"]
+        return self
 
     def stop(self) -> None:
         """SIGTERM `choreo up` (it stops its children), SIGKILL whatever is left."""
@@ -99,13 +85,7 @@ class LocalTarget(HttpApis):
         if self.process is None:
             return
         children = self._children()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        self.up.stop(grace=STOP_SECONDS)
         _gone, alive = psutil.wait_procs(children, timeout=5)
         for child in alive:
             with contextlib.suppress(psutil.NoSuchProcess):

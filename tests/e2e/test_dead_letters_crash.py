@@ -65,7 +65,7 @@ async def test_crash_looping_consumer_reaches_the_dlq_through_the_advisory_path(
             assert seq in await advisory_seqs(js, "MAX_DELIVERIES")
             assert system.charges(crasher) == []
             assert (system.state_dir / "runs" / body["eventId"]).read_text() == "xxx"  # 3 deliveries
-            assert "restart      shop-0" in (tmp_path / "up.out").read_text()
+            assert "restart      shop-0" in system.up.output_path.read_text()
         finally:
             await nc.close()
 

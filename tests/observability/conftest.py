@@ -14,12 +14,6 @@ Before the tests, it has processed:
 from __future__ import annotations
 
 import asyncio
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,10 +28,8 @@ import orjson
 import pytest
 
 from common.envelope import Envelope
-from common.natsserver import free_port
 from common.publisher import event_headers
-
-from .queries import REPO
+from tests.support import UpProcess
 
 READY_TIMEOUT = 90.0
 FLOW_TIMEOUT = 30.0
@@ -55,10 +47,8 @@ class LocalRun:
     status_url: str
     nats_url: str
     data_dir: Path
-    process: subprocess.Popen[str]
-    output: list[str] = field(default_factory=list)
+    up: UpProcess
     flows: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (orderId, cid)
-    reader: threading.Thread | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -167,51 +157,10 @@ def _poison_flows(run: LocalRun) -> None:
     run.wait_dead_letters(stuck_cid, 1)
 
 
-def _read_lines(stream: Any, lines: queue.Queue[str]) -> None:
-    for line in stream:
-        lines.put(line)
-
-
 def _start(data_dir: Path) -> LocalRun:
-    order_port, status_port, nats_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "CHOREO_MAX_DELIVER": "2", "CHOREO_ACK_WAIT_SECONDS": "2"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "up", "--no-demo", "--data-dir", str(data_dir),
-         "--nats-port", str(nats_port), "--order-port", str(order_port), "--status-port", str(status_port)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True)
-    reader.start()
-    output: list[str] = []
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        output.append(line)
-        if line.startswith("READY "):
-            urls = dict(part.split("=", 1) for part in line.split()[1:])
-            run = LocalRun(urls["order"], urls["order-status"], urls["nats"], data_dir, process, output)
-            run.reader = reader
-            return run
-    _stop(process, reader)
-    raise AssertionError("choreo up did not print READY:\n" + "".join(output))
-
-
-def _stop(process: subprocess.Popen[str], reader: threading.Thread | None) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    if reader is not None:
-        reader.join(timeout=10)  # EOF once choreo up has exited
-    if process.stdout is not None and (reader is None or not reader.is_alive()):
-        process.stdout.close()
+    env = {"CHOREO_MAX_DELIVER": "2", "CHOREO_ACK_WAIT_SECONDS": "2"}
+    up = UpProcess(data_dir, env=env, ready_timeout=READY_TIMEOUT).start()
+    return LocalRun(up.urls["order"], up.urls["order-status"], up.urls["nats"], data_dir, up)
 
 
 @pytest.fixture(scope="package")  # stopped once tests/observability is done
@@ -224,4 +173,4 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
         _poison_flows(run)
         yield run
     finally:
-        _stop(run.process, run.reader)
+        run.up.stop()
