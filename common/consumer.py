@@ -47,7 +47,7 @@ from common.metrics import (
 )
 from common.publisher import OutgoingMessage, Publisher, event_headers
 
-__all__ = ["Handler", "Runner", "RunnerOptions", "nak_delay"]
+__all__ = ["Handler", "Runner", "RunnerOptions", "bind_pull", "nak_delay"]
 
 Handler = Callable[[Envelope, Any, aiosqlite.Connection], Awaitable[Sequence[Envelope]]]
 """A reaction: (event, typed payload, db in the batch transaction) -> events it produces.
@@ -75,6 +75,21 @@ class RunnerOptions:
     backoff_max: float = 30.0
     # Fraction of "event handled" lines logged (warnings, errors and duplicates always are).
     log_sample: float = 1.0
+
+
+async def bind_pull(
+    js: JetStreamContext, consumer: str, stream: str, stop: asyncio.Event
+) -> JetStreamContext.PullSubscription | None:
+    """Bind to a durable pull consumer; until it exists (provisioning still running, NACK
+    not reconciled, a leader election) stay not-ready and try again instead of crashing.
+    None if `stop` was set first."""
+    while not stop.is_set():
+        try:
+            return await js.pull_subscribe_bind(consumer, stream=stream)
+        except NatsError as exc:
+            log.warning("consumer not available yet; retrying", consumer=consumer, error=repr(exc))
+            await asyncio.sleep(1.0)
+    return None
 
 
 def nak_delay(num_delivered: int, *, base: float, cap: float) -> float:
@@ -118,7 +133,7 @@ class Runner:
                 "UNSAFE: the inbox is disabled; duplicates WILL be handled again (test-only switch)",
                 env=UNSAFE_DISABLE_INBOX_ENV,
             )
-        sub = await self._bind(stop)
+        sub = await bind_pull(self.js, self.consumer, EVENTS_STREAM, stop)
         if sub is None:
             return
         await self.flush_outbox()  # events committed before a crash, not yet published
@@ -151,17 +166,6 @@ class Runner:
             self.metrics.set_ready(False)
             with suppress(Exception):
                 await sub.unsubscribe()
-
-    async def _bind(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
-        """Bind to the durable consumer; until it exists (provisioning still running, NACK
-        not reconciled yet) stay not-ready and try again instead of crashing."""
-        while not stop.is_set():
-            try:
-                return await self.js.pull_subscribe_bind(self.consumer, stream=EVENTS_STREAM)
-            except NatsError as exc:
-                log.warning("consumer not available yet; retrying", consumer=self.consumer, error=repr(exc))
-                await asyncio.sleep(1.0)
-        return None
 
     async def _prune_if_due(self) -> None:
         now = time.monotonic()

@@ -21,6 +21,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
+from common.consumer import bind_pull
 from common.correlation import get_logger
 from common.declarations import ADVISORIES_STREAM, EVENTS_STREAM
 from common.dlq import DLQ_REASONS, REASON_MAX_DELIVERIES, REASON_PERMANENT_ERROR, dead_letter
@@ -45,7 +46,9 @@ class AdvisoryLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         js = self.ctx.js
-        sub = await js.pull_subscribe_bind(DLQ_CONSUMER, stream=ADVISORIES_STREAM)
+        sub = await bind_pull(js, DLQ_CONSUMER, ADVISORIES_STREAM, stop)
+        if sub is None:
+            return
         self.consuming = True
         self.ctx.metrics.set_ready(True)
         try:

@@ -19,6 +19,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import ServiceUnavailableError
 
 from common.envelope import parse_envelope
 from common.inbox import Store
@@ -72,6 +73,9 @@ async def read_events(nc: NATS) -> list[Event]:
             try:
                 msgs = await sub.fetch(2000, timeout=2)
             except (TimeoutError, NatsTimeoutError):
+                continue
+            except ServiceUnavailableError:  # a stream/consumer leader election after the chaos
+                await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
                 tokens = msg.subject.split(".")
