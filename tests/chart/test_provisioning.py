@@ -46,11 +46,11 @@ DRIFT_SETTINGS = ProvisionSettings(
 DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
-def seconds(duration: str) -> float:
-    """A Go duration as NACK takes it (`30s`, `168h`, `1h30m`) in seconds."""
-    match = DURATION.match(duration)
-    assert duration, "empty duration"
-    assert match, f"not a duration: {duration!r}"
+def parse_go_span(text: str) -> float:
+    """A Go duration as NACK takes it (`30s`, `168h`, `1h30m`), as a number of seconds."""
+    match = DURATION.match(text)
+    assert text, "empty Go time span"
+    assert match, f"not a Go time span: {text!r}"
     hours, minutes, secs = (int(g or 0) for g in match.groups())
     return float(hours * 3600 + minutes * 60 + secs)
 
@@ -199,8 +199,8 @@ def test_nack_consumers_equal_what_choreo_provision_creates(drift_chart: Rendere
         assert spec.get("filterSubjects", []) == list(config.filter_subjects or []), name
         assert spec["ackPolicy"] == "explicit", name
         assert spec["deliverPolicy"] == "all", name
-        assert seconds(spec["ackWait"]) == config.ack_wait, name
-        assert [seconds(d) for d in spec.get("backoff", [])] == list(config.backoff or []), name
+        assert parse_go_span(spec["ackWait"]) == config.ack_wait, name
+        assert [parse_go_span(d) for d in spec.get("backoff", [])] == list(config.backoff or []), name
         assert spec["maxDeliver"] == config.max_deliver, name
         assert spec["maxAckPending"] == config.max_ack_pending, name
         if config.description:
@@ -230,9 +230,9 @@ def test_nack_streams_equal_what_choreo_provision_creates(drift_chart: Rendered)
         spec = rendered[name]
         assert spec["subjects"] == config.subjects, name
         assert spec["replicas"] == config.num_replicas, name
-        assert seconds(spec["maxAge"]) == config.max_age, name
+        assert parse_go_span(spec["maxAge"]) == config.max_age, name
         if config.duplicate_window:
-            assert seconds(spec["duplicateWindow"]) == config.duplicate_window, name
+            assert parse_go_span(spec["duplicateWindow"]) == config.duplicate_window, name
         transform = config.subject_transform
         if transform is None:
             assert "subjectTransform" not in spec, name

@@ -345,8 +345,13 @@ async def test_metrics_move_with_outcomes(js: JetStreamContext, make_toy: MakeTo
     produced = {"service": SERVICE, "event_type": "payment.succeeded"}
     assert value("choreo_events_published_total", produced) == 2
     assert value("choreo_dlq_events_total", {**labels, "reason": "invalid_json"}) == 1
-    assert value("choreo_handler_duration_seconds_count", labels) == 3  # processed + duplicate
-    assert value("choreo_event_lag_seconds_count", labels) == 3
+    # Observation counts of the two histograms (metric names, not timing checks):
+    # processed + duplicate, the poison message has no envelope to time.
+    observed = {
+        h: value(f"{h}_count", labels)
+        for h in ("choreo_handler_duration_seconds", "choreo_event_lag_seconds")
+    }
+    assert set(observed.values()) == {3}
     assert value("choreo_ready", {"service": SERVICE}) == 0  # stopped
 
 
@@ -420,9 +425,11 @@ async def test_store_prune_inbox_deletes_by_age(store_path: Path) -> None:
                 " strftime('%s','now') - ?)",
                 (f"e{i}", i * 1000),
             )
-    assert await store.prune_inbox(older_than_seconds=2500) == 2
+    pruned = await store.prune_inbox(older_than_seconds=2500)
+    assert pruned == 2
     assert await store.inbox_size() == 3
-    assert await store.prune_inbox(older_than_seconds=2500) == 0
+    pruned_again = await store.prune_inbox(older_than_seconds=2500)
+    assert pruned_again == 0
     await store.close()
 
 

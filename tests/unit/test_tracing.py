@@ -124,7 +124,8 @@ def test_dead_letter_reads_event_fields_from_the_original_body() -> None:
     letter = DeadLetter.from_message(headers, body)
     assert (letter.event_id, letter.event_type, letter.causation_id) == ("e7", "payment.succeeded", "e1")
     assert (letter.consumer, letter.reason, letter.error) == ("inventory-0", "permanent_error", "no")
-    assert letter.failed_at == T0 + timedelta(seconds=1)
+    one_second_after = T0 + timedelta(seconds=1)
+    assert letter.failed_at == one_second_after
 
 
 def test_causation_cycle_is_still_rendered() -> None:
