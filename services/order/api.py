@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.correlation import get_logger
-from common.envelope import new_event
+from common.envelope import derive_event_id, new_event
 from common.inbox import Store, flush_outbox
 from common.publisher import event_headers
 from common.service import ServiceContext
@@ -24,6 +24,8 @@ from services.order import store
 
 MAX_BODY_BYTES: Final = 64 * 1024
 CORRELATION_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+KEY_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,128}$"
+IDEMPOTENCY_NAMESPACE: Final = uuid.UUID("0b1a6c52-3c1e-5d0e-8f4a-2f9e7d6c5b41")
 log = get_logger("choreo.order.api")
 
 
@@ -62,8 +64,16 @@ def mount(app: FastAPI, ctx: ServiceContext) -> None:
     async def place_order(
         order: PlaceOrder,
         x_correlation_id: str | None = Header(default=None, max_length=256),
+        idempotency_key: str | None = Header(default=None, max_length=128, pattern=KEY_PATTERN),
     ) -> OrderAccepted:
-        order_id = str(uuid.uuid4())
+        # With an Idempotency-Key, a retried POST (its response lost) names the same order and
+        # the same order.placed eventId, whichever order process takes it: JetStream drops the
+        # re-publish inside the duplicate window and every inbox recognises the event.
+        order_id = (
+            str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{order.customer_id}:{idempotency_key}"))
+            if idempotency_key
+            else str(uuid.uuid4())
+        )
         correlation_id = (
             x_correlation_id
             if x_correlation_id and CORRELATION_ID_RE.match(x_correlation_id)
@@ -75,8 +85,14 @@ def mount(app: FastAPI, ctx: ServiceContext) -> None:
             items=order.items,
             total_cents=sum(i.quantity * i.unit_price_cents for i in order.items),
         )
-        event = new_event(ORDER_PLACED, order_id, payload, correlation_id=correlation_id)
+        event = new_event(
+            ORDER_PLACED, order_id, payload, correlation_id=correlation_id,
+            event_id=derive_event_id(order_id, ORDER_PLACED) if idempotency_key else None,
+        )  # fmt: skip
         async with ctx.store.transaction() as db:
+            known = await store.correlation_of(db, order_id) if idempotency_key else None
+            if known is not None:  # the same key again, on this process: the first answer holds
+                return OrderAccepted(order_id=order_id, correlation_id=known)
             await store.insert_order(
                 db, order_id=order_id, correlation_id=correlation_id,
                 customer_id=order.customer_id, total_cents=payload.total_cents,

@@ -40,6 +40,13 @@ async def insert_order(
     )
 
 
+async def correlation_of(db: aiosqlite.Connection, order_id: str) -> str | None:
+    """The correlation id of an order this process accepted, or None."""
+    async with db.execute("SELECT correlation_id FROM orders WHERE order_id = ?", (order_id,)) as cur:
+        row = await cur.fetchone()
+    return str(row[0]) if row else None
+
+
 async def cancel_order(
     db: aiosqlite.Connection, order_id: str, reason: str, *, correlation_id: str, at: float
 ) -> bool:

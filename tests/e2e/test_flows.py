@@ -247,3 +247,36 @@ async def _consumer_names(system: System) -> list[str]:
         return [info.name for info in await nc.jetstream().consumers_info("EVENTS")]
     finally:
         await nc.close()
+
+
+def test_retried_post_with_an_idempotency_key_places_one_order(system: System, client: httpx.Client) -> None:
+    """The same POST sent three times with one Idempotency-Key answers one orderId and the
+    first correlation id; one order.placed in the view, one charge."""
+    key = f"retry-{uuid.uuid4().hex}"
+    body = {"customerId": "e2e-idem", "items": [item("sku-12", 1, 700)]}
+    ledger_before = system.ledger()
+    answers = [
+        client.post(
+            f"{system.order_url}/orders",
+            json=body,
+            headers={"Idempotency-Key": key, "X-Correlation-Id": f"idem-{n}-{key}"},
+        )
+        for n in range(3)
+    ]
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    assert len({a.json()["orderId"] for a in answers}) == 1
+    assert {a.json()["correlationId"] for a in answers} == {f"idem-0-{key}"}
+    order_id = answers[0].json()["orderId"]
+    view = wait_terminal(client, system, order_id)
+    assert view["events"] == HAPPY_CHAIN
+    assert system.ledger().get("charged", 0) - ledger_before.get("charged", 0) == 1
+    other = client.post(f"{system.order_url}/orders", json=body, headers={"Idempotency-Key": f"{key}-2"})
+    assert other.json()["orderId"] != order_id  # another key, another order
+
+
+def test_invalid_idempotency_key_is_a_422(system: System, client: httpx.Client) -> None:
+    """A key outside [A-Za-z0-9_.:-]{1,128} is refused with a JSON error, nothing placed."""
+    body = {"customerId": "e2e-idem", "items": [item("sku-12", 1, 700)]}
+    response = client.post(f"{system.order_url}/orders", json=body, headers={"Idempotency-Key": "bad key!"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
