@@ -185,8 +185,10 @@ class Runner:
         a time, each marked as a suspect while it runs, means a crash-looping message takes
         down only itself: its batch neighbours are handled before it on the next delivery,
         and it alone reaches max_deliver (then the DLQ, through the advisory)."""
-        fresh = [m for m in msgs if m.metadata.num_delivered <= 1]
-        redelivered = [m for m in msgs if m.metadata.num_delivered > 1]
+        fresh: list[Msg] = []
+        redelivered: list[Msg] = []
+        for msg in msgs:  # Msg.metadata parses the reply subject on every access: once here
+            (redelivered if msg.metadata.num_delivered > 1 else fresh).append(msg)
         if redelivered:
             suspects = await self.store.suspects()
             redelivered.sort(key=lambda m: m.metadata.sequence.stream in suspects)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -44,13 +44,6 @@ class OutgoingMessage:
     body: bytes
     headers: dict[str, str]
     event_type: str
-
-
-class EventSink(Protocol):
-    """Where produced events go. `publish` returns only when JetStream stored every one of
-    them (or recognised it as a duplicate); it raises otherwise and may have stored some."""
-
-    async def publish(self, events: Sequence[Envelope], *, timeout: float = 5.0) -> None: ...
 
 
 def event_headers(envelope: Envelope) -> dict[str, str]:
