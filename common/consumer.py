@@ -3,10 +3,11 @@
     fetch batch ─► for each message (SAVEPOINT):
                      size / JSON / envelope / subject / payload checks ── poison ─► DLQ, +TERM
                      inbox insert ── conflict ─► duplicate (skip handler), ack
-                     handler(event, payload, db) ─► produced events into the outbox
+                     handler(event, payload, db) ─► produced events
                      PermanentError ─► DLQ, +TERM     other errors ─► nak(backoff)
-                   COMMIT ─► publish outbox + dead letters (pipelined) ─► delete sent rows
-                   ─► ack / +TERM / nak
+                   produced events into the outbox (one statement for the batch)
+                   COMMIT ─► publish them + dead letters (pipelined) ─► ack / +TERM / nak
+                   (the sent outbox rows are deleted in the next batch's transaction)
 
 Nothing is acked before its effects are committed and the events it caused are stored in
 JetStream. A crash anywhere means redelivery; the inbox recognises it, the outbox is
@@ -37,7 +38,7 @@ from common.declarations import EVENTS_STREAM, ServiceSpec
 from common.dlq import REASON_MAX_DELIVERIES, dead_letter
 from common.envelope import Envelope, Payload, PayloadRegistry, parse_envelope
 from common.errors import PayloadTooLargeError, PoisonMessageError, UndeclaredEventError
-from common.inbox import Store, flush_outbox
+from common.inbox import Store, flush_outbox, outbox_row
 from common.metrics import (
     OUTCOME_DEAD_LETTERED,
     OUTCOME_DUPLICATE,
@@ -45,7 +46,7 @@ from common.metrics import (
     OUTCOME_RETRIED,
     Metrics,
 )
-from common.publisher import OutgoingMessage, Publisher, event_headers
+from common.publisher import HDR_MSG_ID, OutgoingMessage, Publisher, event_headers
 
 __all__ = ["Handler", "Runner", "RunnerOptions", "bind_pull", "nak_delay"]
 
@@ -98,7 +99,7 @@ def nak_delay(num_delivered: int, *, base: float, cap: float) -> float:
     return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Result:
     msg: Msg
     event_type: str
@@ -106,6 +107,7 @@ class _Result:
     dead: OutgoingMessage | None = None
     delay: float = 0.0
     reason: str = ""
+    produced: Sequence[Envelope] = ()
 
 
 @dataclass
@@ -205,12 +207,35 @@ class Runner:
         try:
             async with self.store.transaction() as db:
                 results = [await self._handle(db, msg) for msg in msgs]
-            await self.flush_outbox()
+                now = time.time()
+                outgoing: list[OutgoingMessage] = []
+                rows = []
+                for r in results:
+                    for e in r.produced:
+                        headers = event_headers(e)
+                        body = e.to_json()
+                        outgoing.append(OutgoingMessage(e.subject, body, headers, e.event_type))
+                        rows.append(outbox_row(e, headers, body, now))
+                self.store.add_outbox_rows(rows)
+            await self._publish(outgoing)
             dead = [r.dead for r in results if r.dead is not None]
             await self.publisher.publish_messages(dead, count=False)
         finally:
             heartbeat.cancel()
         await self._settle(results)
+
+    async def _publish(self, outgoing: Sequence[OutgoingMessage]) -> None:
+        """Publish what the batch committed to the outbox; if the outbox may hold more (a
+        start, a failed publish), flush all of it instead."""
+        if self.store.outbox_backlog:
+            await self.flush_outbox()
+            return
+        try:
+            await self.publisher.publish_messages(outgoing)
+        except BaseException:
+            self.store.outbox_backlog = True
+            raise
+        self.store.mark_sent([m.headers[HDR_MSG_ID] for m in outgoing])
 
     async def _heartbeat(self, msgs: Sequence[Msg]) -> None:
         """Tell the server a long batch is still being worked on (`+WPI`)."""
@@ -257,8 +282,8 @@ class Runner:
         handler = self.handlers[event_type]
         started = time.perf_counter()
         try:
-            async with self.store.savepoint(db):
-                is_new = await Store.record_inbox(db, envelope)
+            with self.store.savepoint():
+                is_new = self.store.record_inbox_now(envelope, time.time())
                 if not is_new and not self._inbox_disabled:
                     log.info("duplicate event skipped")
                     return _Result(msg, event_type, OUTCOME_DUPLICATE)
@@ -266,7 +291,6 @@ class Runner:
                 async with asyncio.timeout(self.options.handler_timeout):
                     produced = await handler(envelope, payload, db)
                 self.publisher.check_declared(produced)
-                await Store.add_outbox(db, produced, [event_headers(e) for e in produced])
         except (PoisonMessageError, UndeclaredEventError) as exc:
             reason = getattr(exc, "reason", "permanent_error")
             log.error("permanent failure", reason=reason, error=str(exc))
@@ -277,7 +301,7 @@ class Runner:
             self.metrics.observe_handler(event_type, time.perf_counter() - started)
         if self.options.log_sample >= 1.0 or random.random() < self.options.log_sample:
             log.info("event handled", produced=[e.event_type for e in produced])
-        return _Result(msg, event_type, OUTCOME_PROCESSED)
+        return _Result(msg, event_type, OUTCOME_PROCESSED, produced=produced)
 
     def _retry(self, msg: Msg, event_type: str, exc: Exception) -> _Result:
         delivered = msg.metadata.num_delivered

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import MutableMapping
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,7 +19,7 @@ import structlog
 if TYPE_CHECKING:
     from common.envelope import Envelope
 
-__all__ = ["bind_event", "configure_logging", "get_logger"]
+__all__ = ["bind_event", "configure_logging", "get_logger", "merge_correlation"]
 
 
 def _dumps(obj: Any, default: Any = None) -> str:
@@ -41,7 +41,7 @@ def configure_logging(service: str, *, level: str = "INFO") -> None:
     """JSON to stdout, one object per line; `service` is on every line of the process."""
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            merge_correlation,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             structlog.processors.format_exc_info,
@@ -59,18 +59,42 @@ def get_logger(name: str | None = None) -> Any:
     return structlog.get_logger(name)
 
 
-@contextmanager
-def bind_event(envelope: Envelope, *, service: str) -> Iterator[None]:
-    """Bind the event's correlation fields for every log line inside the block."""
-    # bind + reset by token: half the cost of `bound_contextvars` (no copy of the context).
-    tokens = structlog.contextvars.bind_contextvars(
-        correlation_id=envelope.correlation_id,
-        causation_id=envelope.causation_id,
-        event_id=str(envelope.event_id),
-        event_type=envelope.event_type,
-        service=service,
-    )
-    try:
-        yield
-    finally:
-        structlog.contextvars.reset_contextvars(**tokens)
+# The fields of the event being handled: one context variable for all of them, set and reset
+# once per event (binding five structlog contextvars cost more than handling some events).
+_EVENT: ContextVar[dict[str, Any] | None] = ContextVar("choreo_event", default=None)
+
+
+def merge_correlation(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The structlog processor adding the handled event's fields, then the bound contextvars
+    (a keyword of the call wins over both, the event's fields over the contextvars)."""
+    fields = _EVENT.get()
+    if fields is not None:
+        for key, value in fields.items():
+            event_dict.setdefault(key, value)
+    return structlog.contextvars.merge_contextvars(logger, method, event_dict)
+
+
+class bind_event:
+    """`with bind_event(envelope, service=...)`: every log line inside the block carries the
+    event's correlation fields."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, envelope: Envelope, *, service: str) -> None:
+        self._fields = {
+            "correlation_id": envelope.correlation_id,
+            "causation_id": envelope.causation_id,
+            "event_id": envelope.event_id_str,
+            "event_type": envelope.event_type,
+            "service": service,
+        }
+        self._token: Token[dict[str, Any] | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _EVENT.set(self._fields)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _EVENT.reset(self._token)

@@ -6,6 +6,7 @@ An `Envelope` is what travels on the bus. Its `payload` is kept as a plain dict;
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Mapping
@@ -43,7 +44,25 @@ AGGREGATE_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
 SEMVER_RE: Final = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)\Z")
 # Namespace of derived event ids: uuid5(namespace, "<causing eventId>:<produced eventType>").
 DERIVED_ID_NAMESPACE: Final = uuid.UUID("6f1c2a52-8d0e-5b7a-9c1e-3c1d0a7e4b21")
+_NAMESPACE_BYTES: Final = DERIVED_ID_NAMESPACE.bytes
 SUBJECT_PREFIX: Final = "events"
+
+
+class _computed_once:
+    """`functools.cached_property` without its per-instance lock (Python 3.11 takes one on
+    every uncached read): the value is stored in the instance's `__dict__`, which shadows
+    this non-data descriptor from then on. Pydantic ignores such entries."""
+
+    def __init__(self, fn: Any) -> None:
+        self._fn = fn
+        self._name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self._name] = self._fn(obj)
+        return value
 
 
 class Payload(BaseModel):
@@ -55,7 +74,10 @@ class Payload(BaseModel):
 class Envelope(BaseModel):
     """One event: routing metadata plus the domain payload (kept as a dict)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True,
+        ignored_types=(_computed_once,),
+    )  # fmt: skip
 
     event_id: uuid.UUID
     event_type: str
@@ -94,6 +116,17 @@ class Envelope(BaseModel):
             raise ValueError("occurredAt must carry a timezone (RFC 3339)")
         return value.astimezone(UTC)
 
+    @_computed_once
+    def event_id_str(self) -> str:
+        """`str(event_id)`, computed once: the hot path needs it for the inbox, the headers,
+        the body and the log context."""
+        return str(self.event_id)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Envelope:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("event_id_str", None)  # the copy may have another event_id
+        return copied
+
     @property
     def major(self) -> int:
         return int(self.schema_version.split(".", 1)[0])
@@ -106,7 +139,7 @@ class Envelope(BaseModel):
         """The wire body: camelCase JSON, UTC timestamps with a `Z`."""
         return orjson.dumps(
             {
-                "eventId": str(self.event_id),
+                "eventId": self.event_id_str,
                 "eventType": self.event_type,
                 "schemaVersion": self.schema_version,
                 "occurredAt": self.occurred_at.isoformat().replace("+00:00", "Z"),
@@ -135,9 +168,14 @@ def derive_event_id(
     causing_event_id: uuid.UUID | str, produced_type: str, key: str | None = None
 ) -> uuid.UUID:
     """Deterministic id of the event a reaction produces: same cause and type, same id.
-    A reaction producing several events of one type tells them apart with `key`."""
+    A reaction producing several events of one type tells them apart with `key`.
+
+    `uuid.uuid5(DERIVED_ID_NAMESPACE, name)`, computed without its intermediate objects."""
     name = f"{causing_event_id}:{produced_type}" + (f":{key}" if key is not None else "")
-    return uuid.uuid5(DERIVED_ID_NAMESPACE, name)
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])  # noqa: S324 - RFC 4122 v5
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return uuid.UUID(bytes=bytes(digest))
 
 
 def _payload_dict(payload: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
@@ -194,13 +232,13 @@ def caused_by(
     if occurred_at.tzinfo is None:
         raise ValueError("occurredAt must carry a timezone")
     return Envelope.model_construct(
-        event_id=derive_event_id(cause.event_id, event_type, key),
+        event_id=derive_event_id(cause.event_id_str, event_type, key),
         event_type=event_type,
         schema_version=schema_version,
         occurred_at=occurred_at.astimezone(UTC),
         aggregate_id=aggregate_id,
         correlation_id=cause.correlation_id,
-        causation_id=str(cause.event_id),
+        causation_id=cause.event_id_str,
         payload=_payload_dict(payload),
     )
 

@@ -3,12 +3,14 @@
 One SQLite file per (service, partition). A batch of handled events is one transaction:
 inbox rows (primary key = eventId, so a conflict means duplicate), the business change the
 handler makes on the same connection, and the outbox rows of the events it produces. The
-outbox is published after commit and its rows are deleted once JetStream acknowledged them.
+outbox is published after commit. Rows JetStream acknowledged are deleted in the next write
+transaction (one fsync per batch, not two); until then a restart may publish them again,
+which JetStream de-duplicates by eventId and the consumers' inboxes would catch anyway.
 
 Statements run inline on the event loop, not through aiosqlite's worker thread: a statement on
 a local SQLite file takes microseconds, while each thread round trip cost more than the
 statement itself (5+ per message; see docs/PERFORMANCE.md). What can block for long runs on the
-connection's thread: COMMIT (the fsync), the autocommitted outbox DELETE, inbox pruning, schema.
+connection's thread: COMMIT (the fsync), autocommitted deletes, inbox pruning, schema.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -28,7 +30,7 @@ import orjson
 from common.envelope import Envelope
 from common.publisher import OutgoingMessage, Publisher
 
-__all__ = ["OutboxRow", "Store", "flush_outbox"]
+__all__ = ["OutboxRow", "Store", "flush_outbox", "outbox_row"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -54,6 +56,16 @@ CREATE TABLE IF NOT EXISTS suspects (
 
 
 _T = TypeVar("_T")
+_INSERT_OUTBOX: Final = (
+    "INSERT INTO outbox (event_id, event_type, subject, body, headers, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+)
+_INSERT_INBOX: Final = (
+    "INSERT INTO inbox (event_id, event_type, processed_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+# One statement for a whole list of ids (a JSON array): one autocommit, not one per row.
+_DELETE_SENT: Final = "DELETE FROM outbox WHERE event_id IN (SELECT value FROM json_each(?))"
 
 
 class _InlineConnection(aiosqlite.Connection):
@@ -97,6 +109,12 @@ class Store:
         # One connection: the batch transaction, an API's write and an outbox flush take
         # turns, so none of them sees another's uncommitted rows.
         self.lock = asyncio.Lock()
+        # Outbox rows published and acknowledged, deleted with the next write (see the top).
+        self._sent: list[str] = []
+        # True while the outbox may hold rows nobody is about to publish (at start, after a
+        # failed publish): the runner then re-reads the whole outbox instead of publishing
+        # only what its batch produced.
+        self.outbox_backlog = True
 
     @property
     def db(self) -> _InlineConnection:
@@ -127,37 +145,43 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error (including cancellation)."""
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error (including cancellation).
+        Outbox rows acknowledged since the last write are deleted in it."""
         async with self.lock:
             db = self.db
             await db.execute("BEGIN IMMEDIATE")
             try:
+                deleted = self._delete_sent(db._conn)
                 yield db
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
             await db.execute_in_thread("COMMIT")  # the fsync: off the event loop
+            del self._sent[:deleted]
 
-    @asynccontextmanager
-    async def savepoint(self, db: aiosqlite.Connection) -> AsyncIterator[None]:
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
         """One message's changes inside the batch transaction; undone alone on error."""
-        await db.execute("SAVEPOINT msg")
+        conn = self.db._conn
+        conn.execute("SAVEPOINT msg")
         try:
             yield
         except BaseException:
-            await db.execute("ROLLBACK TO msg")
-            await db.execute("RELEASE msg")
+            conn.execute("ROLLBACK TO msg")
+            conn.execute("RELEASE msg")
             raise
-        await db.execute("RELEASE msg")
+        conn.execute("RELEASE msg")
 
     @staticmethod
     async def record_inbox(db: aiosqlite.Connection, envelope: Envelope) -> bool:
         """Insert the event into the inbox; False if it was already there (a duplicate)."""
-        cursor = await db.execute(
-            "INSERT INTO inbox (event_id, event_type, processed_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (event_id) DO NOTHING",
-            (str(envelope.event_id), envelope.event_type, time.time()),
-        )
+        cursor = await db.execute(_INSERT_INBOX, (envelope.event_id_str, envelope.event_type, time.time()))
+        return cursor.rowcount == 1
+
+    def record_inbox_now(self, envelope: Envelope, now: float) -> bool:
+        """`record_inbox` on the store's own connection, inside its open transaction,
+        without the awaits (the runner's hot path)."""
+        cursor = self.db._conn.execute(_INSERT_INBOX, (envelope.event_id_str, envelope.event_type, now))
         return cursor.rowcount == 1
 
     @staticmethod
@@ -167,34 +191,39 @@ class Store:
         """Queue produced events for publishing; an event already queued is not queued twice."""
         now = time.time()
         await db.executemany(
-            "INSERT INTO outbox (event_id, event_type, subject, body, headers, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
-            [
-                (str(e.event_id), e.event_type, e.subject, e.to_json(), orjson.dumps(h), now)
-                for e, h in zip(events, headers, strict=True)
-            ],
+            _INSERT_OUTBOX,
+            [outbox_row(e, h, e.to_json(), now) for e, h in zip(events, headers, strict=True)],
         )
 
+    def add_outbox_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """`add_outbox` for rows made by `outbox_row`, inside the open transaction."""
+        if rows:
+            self.db._conn.executemany(_INSERT_OUTBOX, rows)
+
+    def _delete_sent(self, conn: sqlite3.Connection) -> int:
+        """Delete the acknowledged rows in the open transaction; how many ids it covered
+        (forgotten once the transaction commits: more may be added meanwhile)."""
+        count = len(self._sent)
+        if count:
+            conn.execute(_DELETE_SENT, (orjson.dumps(self._sent[:count]),))
+        return count
+
     async def pending_outbox(self, *, limit: int = 4096) -> list[OutboxRow]:
-        async with (
-            self.lock,
-            self.db.execute(
+        """Outbox rows not yet acknowledged by JetStream, oldest first."""
+        async with self.lock:
+            if count := len(self._sent):
+                await self.db.execute_in_thread(_DELETE_SENT, (orjson.dumps(self._sent[:count]),))
+                del self._sent[:count]
+            async with self.db.execute(
                 "SELECT seq, event_id, event_type, subject, body, headers FROM outbox ORDER BY seq LIMIT ?",
                 (limit,),
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
+            ) as cursor:
+                rows = await cursor.fetchall()
         return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), orjson.loads(r[5])) for r in rows]
 
-    async def mark_sent(self, seqs: Sequence[int]) -> None:
-        """Forget outbox rows JetStream has acknowledged."""
-        if not seqs:
-            return
-        async with self.lock:
-            await self.db.execute_in_thread(
-                f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})",  # noqa: S608
-                list(seqs),
-            )
+    def mark_sent(self, event_ids: Sequence[str]) -> None:
+        """Forget outbox rows JetStream has acknowledged (deleted with the next write)."""
+        self._sent.extend(event_ids)
 
     async def mark_suspect(self, stream_seq: int) -> None:
         """Note, durably, that a redelivered message is being handled: if the process dies
@@ -228,16 +257,28 @@ class Store:
         return int(row[0]) if row else 0
 
 
+def outbox_row(envelope: Envelope, headers: dict[str, str], body: bytes, now: float) -> tuple[Any, ...]:
+    """The outbox row of a produced event, in `_INSERT_OUTBOX`'s column order."""
+    return (envelope.event_id_str, envelope.event_type, envelope.subject, body, orjson.dumps(headers), now)
+
+
 async def flush_outbox(store: Store, publisher: Publisher) -> int:
     """Publish every unsent outbox row (pipelined), then forget the acknowledged ones.
 
-    Safe to run concurrently and after a crash: JetStream drops re-publishes by eventId."""
+    Safe to run concurrently and after a crash: JetStream drops re-publishes by eventId.
+    The backlog flag is cleared before the read, so a publish failing elsewhere meanwhile
+    leaves it set (its rows may have been committed after this read)."""
     sent = 0
-    rows = await store.pending_outbox()
-    while rows:
-        messages = [OutgoingMessage(r.subject, r.body, r.headers, r.event_type) for r in rows]
-        await publisher.publish_messages(messages)
-        await store.mark_sent([r.seq for r in rows])
-        sent += len(rows)
+    store.outbox_backlog = False
+    try:
         rows = await store.pending_outbox()
+        while rows:
+            messages = [OutgoingMessage(r.subject, r.body, r.headers, r.event_type) for r in rows]
+            await publisher.publish_messages(messages)
+            store.mark_sent([r.event_id for r in rows])
+            sent += len(rows)
+            rows = await store.pending_outbox()
+    except BaseException:
+        store.outbox_backlog = True
+        raise
     return sent

@@ -49,7 +49,7 @@ class OutgoingMessage:
 def event_headers(envelope: Envelope) -> dict[str, str]:
     """The contract headers of an event; the body stays the source of truth."""
     headers = {
-        HDR_MSG_ID: str(envelope.event_id),
+        HDR_MSG_ID: envelope.event_id_str,
         HDR_EVENT_TYPE: envelope.event_type,
         HDR_SCHEMA_VERSION: envelope.schema_version,
         HDR_CORRELATION_ID: envelope.correlation_id,

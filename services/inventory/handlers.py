@@ -51,7 +51,7 @@ async def on_payment_succeeded(
     if items is None:
         # order.placed for this order has not been handled here yet (it is being retried).
         raise RetryableError(f"items of order {payload.order_id} not known yet")
-    reservation_id = str(derive_event_id(event.event_id, "reservation"))
+    reservation_id = str(derive_event_id(event.event_id_str, "reservation"))
     failure = await store.reserve(db, payload.order_id, reservation_id, items)
     if failure is not None:
         failed = InventoryReservationFailed(order_id=payload.order_id, reason=failure)

@@ -17,7 +17,7 @@ async def on_event(event: Envelope, payload: Any, db: aiosqlite.Connection) -> S
     await store.add_event(
         db,
         (
-            str(event.event_id), order_id, event.correlation_id, event.causation_id,
+            event.event_id_str, order_id, event.correlation_id, event.causation_id,
             event.event_type, producing_service(event.event_type), occurred_at,
         ),
     )  # fmt: skip

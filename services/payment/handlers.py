@@ -33,7 +33,7 @@ def handlers(settings: PaymentSettings) -> Mapping[str, Handler]:
     async def on_order_placed(
         event: Envelope, payload: OrderPlaced, db: aiosqlite.Connection
     ) -> Sequence[Envelope]:
-        payment_id = str(derive_event_id(event.event_id, "payment"))
+        payment_id = str(derive_event_id(event.event_id_str, "payment"))
         if payload.total_cents > settings.payment_decline_above_cents:
             if not await store.record(db, payload.order_id, payment_id, payload.total_cents, "declined"):
                 log.warning("order already has a payment: not declining twice", order_id=payload.order_id)
@@ -51,7 +51,7 @@ def handlers(settings: PaymentSettings) -> Mapping[str, Handler]:
     async def on_reservation_failed(
         event: Envelope, payload: InventoryReservationFailed, db: aiosqlite.Connection
     ) -> Sequence[Envelope]:
-        refunded = await store.refund(db, payload.order_id, str(event.event_id))
+        refunded = await store.refund(db, payload.order_id, event.event_id_str)
         if refunded is None:
             log.warning("nothing to refund", order_id=payload.order_id)
             return []

@@ -22,7 +22,7 @@ def handlers(settings: ShippingSettings) -> Mapping[str, Handler]:
     async def on_reserved(
         event: Envelope, payload: InventoryReserved, db: aiosqlite.Connection
     ) -> Sequence[Envelope]:
-        shipment_id = str(derive_event_id(event.event_id, "shipment"))
+        shipment_id = str(derive_event_id(event.event_id_str, "shipment"))
         if not await store.schedule(db, payload.order_id, shipment_id, settings.shipping_carrier):
             log.warning("order already has a shipment", order_id=payload.order_id)
             return []

@@ -21,6 +21,7 @@ from structlog._config import BoundLoggerLazyProxy
 
 import common.consumer
 from common import RunnerOptions, derive_event_id
+from common.correlation import merge_correlation
 from tests.integration.toy import (
     CONSUMER,
     DEFAULT_OPTIONS,
@@ -307,7 +308,7 @@ async def test_handler_log_lines_carry_correlation_fields(js: JetStreamContext, 
     """Inside a handler every line has correlation_id, causation_id, event_id, event_type and service."""
     toy = await make_toy()
     event = order_placed()
-    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with structlog.testing.capture_logs(processors=[merge_correlation]) as logs:
         await publish_raw(js, event)
         toy.start()
         await wait_until(lambda: _true(toy.consumed("processed") == 1), what="processed")
