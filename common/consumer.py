@@ -21,7 +21,6 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -29,8 +28,6 @@ from typing import Any, Final
 import aiosqlite
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from common.correlation import bind_event, get_logger
@@ -47,8 +44,9 @@ from common.metrics import (
     Metrics,
 )
 from common.publisher import HDR_MSG_ID, OutgoingMessage, Publisher, event_headers
+from common.pull import PullFeed
 
-__all__ = ["Handler", "Runner", "RunnerOptions", "bind_pull", "nak_delay"]
+__all__ = ["Handler", "Runner", "RunnerOptions", "nak_delay"]
 
 Handler = Callable[[Envelope, Any, aiosqlite.Connection], Awaitable[Sequence[Envelope]]]
 """A reaction: (event, typed payload, db in the batch transaction) -> events it produces.
@@ -76,21 +74,6 @@ class RunnerOptions:
     backoff_max: float = 30.0
     # Fraction of "event handled" lines logged (warnings, errors and duplicates always are).
     log_sample: float = 1.0
-
-
-async def bind_pull(
-    js: JetStreamContext, consumer: str, stream: str, stop: asyncio.Event
-) -> JetStreamContext.PullSubscription | None:
-    """Bind to a durable pull consumer; until it exists (provisioning still running, NACK
-    not reconciled, a leader election) stay not-ready and try again instead of crashing.
-    None if `stop` was set first."""
-    while not stop.is_set():
-        try:
-            return await js.pull_subscribe_bind(consumer, stream=stream)
-        except NatsError as exc:
-            log.warning("consumer not available yet; retrying", consumer=consumer, error=repr(exc))
-            await asyncio.sleep(1.0)
-    return None
 
 
 def nak_delay(num_delivered: int, *, base: float, cap: float) -> float:
@@ -126,6 +109,7 @@ class Runner:
     options: RunnerOptions = field(default_factory=RunnerOptions)
     consuming: bool = False
     _last_prune: float = 0.0
+    _feed: PullFeed | None = None
     _inbox_disabled: bool = field(default_factory=lambda: os.environ.get(UNSAFE_DISABLE_INBOX_ENV) == "1")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -135,23 +119,19 @@ class Runner:
                 "UNSAFE: the inbox is disabled; duplicates WILL be handled again (test-only switch)",
                 env=UNSAFE_DISABLE_INBOX_ENV,
             )
-        sub = await bind_pull(self.js, self.consumer, EVENTS_STREAM, stop)
-        if sub is None:
-            return
+        feed = PullFeed(
+            self.nc, EVENTS_STREAM, self.consumer,
+            batch=self.options.batch_size, expires=self.options.fetch_timeout,
+        )  # fmt: skip
+        await feed.start()
+        self._feed = feed
         await self.flush_outbox()  # events committed before a crash, not yet published
         self.consuming = True
         self.metrics.set_ready(True)
         log.info("consuming", consumer=self.consumer)
         try:
-            while not stop.is_set():
-                try:
-                    msgs = await sub.fetch(self.options.batch_size, timeout=self.options.fetch_timeout)
-                except (TimeoutError, NatsTimeoutError):
-                    msgs = []
-                except NatsError as exc:  # e.g. no responders while a consumer leader is elected
-                    log.warning("fetch failed; retrying", error=repr(exc))
-                    await asyncio.sleep(self.options.fetch_timeout)
-                    continue
+            # On stop: no new pull requests; the open one is drained (at most fetch_timeout).
+            async for msgs in feed.batches(stop, self.options.fetch_timeout):
                 try:
                     if msgs:
                         await self.process_batch(msgs)
@@ -166,8 +146,8 @@ class Runner:
         finally:
             self.consuming = False
             self.metrics.set_ready(False)
-            with suppress(Exception):
-                await sub.unsubscribe()
+            self._feed = None
+            await feed.stop()
 
     async def _prune_if_due(self) -> None:
         now = time.monotonic()
@@ -238,10 +218,12 @@ class Runner:
         self.store.mark_sent([m.headers[HDR_MSG_ID] for m in outgoing])
 
     async def _heartbeat(self, msgs: Sequence[Msg]) -> None:
-        """Tell the server a long batch is still being worked on (`+WPI`)."""
+        """Tell the server a long batch, and what is queued behind it, is still being worked
+        on (`+WPI`)."""
         while True:
             await asyncio.sleep(self.options.ack_wait / 3)
-            for msg in msgs:
+            queued = self._feed.queued if self._feed is not None else []
+            for msg in [*msgs, *queued]:
                 await msg.in_progress()
 
     async def _settle(self, results: Sequence[_Result]) -> None:

@@ -10,7 +10,6 @@ nothing is stored twice. Advisories are acked only after the entry is stored.
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -18,16 +17,15 @@ import orjson
 import structlog
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
-from common.consumer import bind_pull
 from common.correlation import get_logger
 from common.declarations import ADVISORIES_STREAM, EVENTS_STREAM
 from common.dlq import DLQ_REASONS, REASON_MAX_DELIVERIES, REASON_PERMANENT_ERROR, dead_letter
 from common.metrics import OUTCOME_DUPLICATE, OUTCOME_PROCESSED
 from common.provision import DLQ_CONSUMER
 from common.publisher import HDR_CAUSATION_ID, HDR_CORRELATION_ID, OutgoingMessage
+from common.pull import PullFeed
 from common.service import ServiceContext
 
 MAX_DELIVERIES_TYPE: Final = "io.nats.jetstream.advisory.v1.max_deliver"
@@ -45,22 +43,13 @@ class AdvisoryLoop:
     consuming: bool = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        js = self.ctx.js
-        sub = await bind_pull(js, DLQ_CONSUMER, ADVISORIES_STREAM, stop)
-        if sub is None:
-            return
+        feed = PullFeed(self.ctx.nc, ADVISORIES_STREAM, DLQ_CONSUMER, batch=self.batch_size, expires=1.0)
+        await feed.start()
         self.consuming = True
         self.ctx.metrics.set_ready(True)
         try:
-            while not stop.is_set():
-                try:
-                    msgs = await sub.fetch(self.batch_size, timeout=1.0)
-                except NatsError as exc:
-                    if not isinstance(exc, NatsTimeoutError):
-                        log.warning("fetch failed; retrying", error=repr(exc))
-                        await asyncio.sleep(1.0)
-                    continue
-                except TimeoutError:
+            async for msgs in feed.batches(stop, 1.0):
+                if not msgs:
                     continue
                 try:
                     await self.process(msgs)
@@ -70,8 +59,7 @@ class AdvisoryLoop:
         finally:
             self.consuming = False
             self.ctx.metrics.set_ready(False)
-            with suppress(Exception):
-                await sub.unsubscribe()
+            await feed.stop()
 
     async def process(self, msgs: list[Msg]) -> None:
         entries: list[tuple[Msg, OutgoingMessage | None, dict[str, Any]]] = []

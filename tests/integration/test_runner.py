@@ -177,6 +177,39 @@ async def test_crash_after_commit_before_publish_publishes_outbox_on_restart(
     await restarted.halt()
 
 
+async def test_failed_publish_is_flushed_before_the_duplicate_is_acked(
+    js: JetStreamContext, make_toy: MakeToy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish fails after commit and the process lives on: the next batch re-reads the
+    whole outbox (not just its own rows), so the redelivered duplicate is acked only once
+    the first batch's event is in the stream."""
+    toy = await make_toy()
+    real_publish = toy.publisher.publish_messages
+    failures = []
+
+    async def nats_down_once(messages: Any, **kwargs: Any) -> Any:
+        if messages and not failures:
+            failures.append(len(messages))
+            raise ConnectionError("nats down")
+        return await real_publish(messages, **kwargs)
+
+    monkeypatch.setattr(toy.publisher, "publish_messages", nats_down_once)
+    first = order_placed()
+    await publish_raw(js, first)
+    toy.start()
+    await wait_until(lambda: _true(bool(failures)), what="the first publish failed")
+    assert toy.store.outbox_backlog  # the runner knows its outbox holds an unsent row
+    second = order_placed()
+    await publish_raw(js, second)
+    await wait_until(lambda: _settled(toy), what="both inputs acked")
+    assert await subject_count(js, "EVENTS", DOWNSTREAM) == 2
+    assert await toy.store.pending_outbox() == []
+    assert not toy.store.outbox_backlog
+    assert toy.behaviour.calls == 2  # one charge each: the redelivery was a duplicate
+    assert toy.consumed("duplicate") == 1
+    await toy.halt()
+
+
 async def test_crash_after_publish_before_ack_is_recognised_as_duplicate(
     js: JetStreamContext, make_toy: MakeToy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
