@@ -174,13 +174,14 @@ async def choreo_worker(url: str, root: Path) -> None:
     """The payment service exactly as `choreo serve payment` wires it, minus the HTTP server."""
     os.environ.update(CHOREO_NATS_URL=url, CHOREO_DATA_DIR=str(root / "stores"))
     from common.correlation import configure_logging
-    from common.service import load_settings, start_context
+    from common.service import load_settings, start_context, tune_gc
     from services.payment.app import definition
 
     settings = load_settings(definition)
     configure_logging("payment", level=settings.log_level)
     stop = _stop_event()
     ctx = await start_context(definition, settings)
+    tune_gc()  # as `serve` does
     assert ctx.loop is not None
     _ready()
     await _wait_go()

@@ -14,6 +14,7 @@ Exit codes: 0 clean stop (SIGTERM/SIGINT, drained), 1 crash, 2 bad configuration
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -207,6 +208,21 @@ async def start_context(definition: ServiceDefinition, settings: RunnerSettings)
     return ctx
 
 
+# The young generation is collected every 10,000 net allocations instead of 700. A service
+# allocates and frees many short-lived objects per event (messages, envelopes, rows), few of
+# them in cycles: at 700 the collector ran about every 30 events, about 6% of a hop's CPU.
+GC_THRESHOLDS: Final = (10_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Once started: move everything allocated so far (imports, pydantic schemas, FastAPI)
+    out of the collector's reach (`gc.freeze`), so a full collection stops walking it again
+    (each one took about 35 ms), and collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(definition: ServiceDefinition, settings: RunnerSettings) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code."""
     stop = asyncio.Event()
@@ -214,6 +230,7 @@ async def serve(definition: ServiceDefinition, settings: RunnerSettings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ctx = await start_context(definition, settings)
+    tune_gc()
     port = settings.http_port if settings.http_port is not None else definition.spec.http_port
     server = _Server(
         uvicorn.Config(
