@@ -9,6 +9,10 @@
                    COMMIT ─► publish them + dead letters (pipelined) ─► ack / +TERM / nak
                    (the sent outbox rows are deleted in the next batch's transaction)
 
+Batches of first deliveries overlap by one stage: batch N+1 is handled and committed while
+batch N waits for its PubAcks; N is acked before N+1 is published. Redeliveries are handled
+one at a time, after everything before them is acked (see `process_batch`).
+
 Nothing is acked before its effects are committed and the events it caused are stored in
 JetStream. A crash anywhere means redelivery; the inbox recognises it, the outbox is
 flushed again (JetStream de-duplicates by eventId), and the message is acked.
@@ -93,6 +97,21 @@ class _Result:
     produced: Sequence[Envelope] = ()
 
 
+@dataclass(slots=True)
+class _Committed:
+    """A batch between its commit and its acks."""
+
+    results: list[_Result]
+    outgoing: list[OutgoingMessage]
+    heartbeat: asyncio.Task[None]
+
+
+def _batch_failed(exc: Exception) -> None:
+    # NATS unreachable or the store failing: nothing of the batch was acked, so it is
+    # redelivered after ack_wait.
+    log.error("batch failed; unacked messages will be redelivered", error=repr(exc))
+
+
 @dataclass
 class Runner:
     """Runs one durable consumer of one service: the only place events enter a service."""
@@ -119,6 +138,7 @@ class Runner:
                 "UNSAFE: the inbox is disabled; duplicates WILL be handled again (test-only switch)",
                 env=UNSAFE_DISABLE_INBOX_ENV,
             )
+        finishing: asyncio.Task[None] | None = None
         feed = PullFeed(
             self.nc, EVENTS_STREAM, self.consumer,
             batch=self.options.batch_size, expires=self.options.fetch_timeout,
@@ -133,21 +153,40 @@ class Runner:
             # On stop: no new pull requests; the open one is drained (at most fetch_timeout).
             async for msgs in feed.batches(stop, self.options.fetch_timeout):
                 try:
-                    if msgs:
-                        await self.process_batch(msgs)
+                    if msgs and all(m.metadata.num_delivered == 1 for m in msgs):
+                        # Pipelined: this batch is handled and committed while the previous
+                        # one waits for its PubAcks; then that one is acked, and this one's
+                        # publish starts. At most one batch is between commit and ack.
+                        committed = await self._commit_group(msgs)
+                        await self._finished(finishing)
+                        finishing = asyncio.create_task(self._finish(committed))
                     else:
-                        await self.flush_outbox()
+                        await self._finished(finishing)
+                        finishing = None
+                        if msgs:
+                            await self.process_batch(msgs)  # redeliveries: one at a time
+                        else:
+                            await self.flush_outbox()
                     await self._prune_if_due()
                 except Exception as exc:
-                    # NATS unreachable or the store failing: nothing of this batch was
-                    # acked, so it is redelivered after ack_wait. Pause, then go on.
-                    log.error("batch failed; unacked messages will be redelivered", error=repr(exc))
+                    _batch_failed(exc)
                     await asyncio.sleep(self.options.fetch_timeout)
         finally:
+            await self._finished(finishing)
             self.consuming = False
             self.metrics.set_ready(False)
             self._feed = None
             await feed.stop()
+
+    @staticmethod
+    async def _finished(finishing: asyncio.Task[None] | None) -> None:
+        """Wait for a batch's publish and acks; a failure is logged, not raised (its
+        messages stay unacked and come back)."""
+        if finishing is not None:
+            try:
+                await finishing
+            except Exception as exc:
+                _batch_failed(exc)
 
     async def _prune_if_due(self) -> None:
         now = time.monotonic()
@@ -183,6 +222,10 @@ class Runner:
             await self._process_group(fresh)
 
     async def _process_group(self, msgs: Sequence[Msg]) -> None:
+        await self._finish(await self._commit_group(msgs))
+
+    async def _commit_group(self, msgs: Sequence[Msg]) -> _Committed:
+        """Handle the messages and commit: inbox, effects and outbox rows in one transaction."""
         heartbeat = asyncio.create_task(self._heartbeat(msgs))
         try:
             async with self.store.transaction() as db:
@@ -197,12 +240,20 @@ class Runner:
                         outgoing.append(OutgoingMessage(e.subject, body, headers, e.event_type))
                         rows.append(outbox_row(e, headers, body, now))
                 self.store.add_outbox_rows(rows)
-            await self._publish(outgoing)
-            dead = [r.dead for r in results if r.dead is not None]
+        except BaseException:
+            heartbeat.cancel()
+            raise
+        return _Committed(results, outgoing, heartbeat)
+
+    async def _finish(self, committed: _Committed) -> None:
+        """Publish what was committed (and the dead letters), then ack / +TERM / nak."""
+        try:
+            await self._publish(committed.outgoing)
+            dead = [r.dead for r in committed.results if r.dead is not None]
             await self.publisher.publish_messages(dead, count=False)
         finally:
-            heartbeat.cancel()
-        await self._settle(results)
+            committed.heartbeat.cancel()
+        await self._settle(committed.results)
 
     async def _publish(self, outgoing: Sequence[OutgoingMessage]) -> None:
         """Publish what the batch committed to the outbox; if the outbox may hold more (a

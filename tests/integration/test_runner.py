@@ -210,6 +210,52 @@ async def test_failed_publish_is_flushed_before_the_duplicate_is_acked(
     await toy.halt()
 
 
+async def test_next_batch_is_committed_while_the_previous_waits_for_its_pubacks(
+    js: JetStreamContext, make_toy: MakeToy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pipelining: batch 2 is handled while batch 1's publish is in flight; batch 1 is
+    published (and acked) before batch 2, and both end acked with one output each."""
+    toy = await make_toy()
+    real_publish = toy.publisher.publish_messages
+    in_flight: list[str] = []  # subjects being published right now
+    published: list[str] = []
+    overlap: list[int] = []  # handler calls made while a publish was in flight
+
+    async def slow_publish(messages: Any, **kwargs: Any) -> Any:
+        if not messages:
+            return await real_publish(messages, **kwargs)
+        in_flight.extend(m.subject for m in messages)
+        await asyncio.sleep(0.5)
+        acks = await real_publish(messages, **kwargs)
+        published.extend(m.subject for m in messages)
+        del in_flight[: len(messages)]
+        return acks
+
+    real_handler = toy.runner.handlers["order.placed"]
+
+    async def watching(event: Any, payload: Any, db: Any) -> Any:
+        if in_flight:
+            overlap.append(toy.behaviour.calls + 1)
+        return await real_handler(event, payload, db)
+
+    monkeypatch.setattr(toy.publisher, "publish_messages", slow_publish)
+    toy.runner.handlers = {"order.placed": watching}
+    first, second = order_placed(), order_placed()
+    await publish_raw(js, first)
+    toy.start()
+    await wait_until(lambda: _true(bool(in_flight)), what="batch 1 publishing")
+    await publish_raw(js, second)
+    await wait_until(lambda: _settled(toy), what="both acked")
+    await wait_until(lambda: _true(toy.consumed("processed") == 2), what="both counted")
+    assert overlap == [2]  # the second event was handled during the first batch's publish
+    assert published == [
+        f"events.payment.succeeded.{first.aggregate_id}",
+        f"events.payment.succeeded.{second.aggregate_id}",
+    ]
+    assert await subject_count(js, "EVENTS", DOWNSTREAM) == 2
+    await toy.halt()
+
+
 async def test_crash_after_publish_before_ack_is_recognised_as_duplicate(
     js: JetStreamContext, make_toy: MakeToy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
