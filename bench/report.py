@@ -45,13 +45,18 @@ def _fmt(x: float, digits: int = 0) -> str:
 def targets(run: BenchRun) -> list[tuple[str, str, str, bool]]:
     """(target, wanted, measured, met) rows."""
     rows = []
-    choreo = run.hop_rate("choreo")
-    r = _ratio(choreo, run.hop_rate("raw"))
-    rows.append(("Choreo hop / raw nats-py hop", "≥ 1.0×", f"{_fmt(r, 2)}×", r >= TARGETS["hop_vs_raw"]))
-    r = _ratio(choreo, run.hop_rate("faststream"))
-    rows.append(
-        ("Choreo hop / FastStream hop", "≥ 3.0×", f"{_fmt(r, 2)}×", r >= TARGETS["hop_vs_faststream"])
-    )
+    # Judged on `choreo` (every "event handled" line written); the sampled variant, which the
+    # issue also allows ("INFO for a sampled fraction"), is shown beside it.
+    for name, what in (("choreo", "Choreo hop"), ("choreo-sampled", "Choreo hop (1% of lines)")):
+        rate = run.hop_rate(name)
+        if math.isnan(rate):
+            continue
+        r = _ratio(rate, run.hop_rate("raw"))
+        rows.append((f"{what} / raw nats-py hop", "≥ 1.0×", f"{_fmt(r, 2)}×", r >= TARGETS["hop_vs_raw"]))
+        r = _ratio(rate, run.hop_rate("faststream"))
+        rows.append(
+            (f"{what} / FastStream hop", "≥ 3.0×", f"{_fmt(r, 2)}×", r >= TARGETS["hop_vs_faststream"])
+        )
     c1, r1 = run.chain("choreo", 1), run.chain("raw", 1)
     if c1 and r1:
         r = _ratio(c1.saturation_median, r1.saturation_median)
@@ -172,3 +177,28 @@ def plots(run: BenchRun, directory: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
+
+
+def load(path: Path) -> BenchRun:
+    """A run back from the `latest.json` that `bench.run` wrote."""
+    import orjson
+
+    data = orjson.loads(path.read_bytes())
+    run = BenchRun(data["date"], data["machine"], data["sizes"])
+    run.hop = [HopResult(h["impl"], h["label"], h["events"], h["rates"]) for h in data["hop"]]
+    for c in data["chains"]:
+        latency = {int(rate): lat for rate, lat in c["latency"].items()}
+        run.chains.append(ChainResult(c["kind"], c["partitions"], c["saturation"], latency, c["rss_mb"]))
+    return run
+
+
+if __name__ == "__main__":  # python -m bench.report [results dir]: the tables and plots again
+    import sys
+
+    directory = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
+    run = load(directory / "latest.json")
+    text = markdown(run)
+    for name in (f"{run.date}.md", "latest.md"):
+        (directory / name).write_text(text)
+    plots(run, directory)
+    print(text)

@@ -18,11 +18,21 @@ from pathlib import Path
 __all__ = ["NatsServer", "free_port", "nats_server_binary"]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A free loopback TCP port (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback TCP port (the kernel picks it), never one this process handed out
+    before: the kernel may offer a just-released port again, and two services planned with
+    the same port would fight over it (one exits, and `/readyz` answers from the other)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 100 tries")
 
 
 def nats_server_binary() -> str:

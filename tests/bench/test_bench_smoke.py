@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import targets
+from bench.report import load, markdown, targets
 from bench.run import run_all, write
 
 TINY = {
@@ -40,4 +40,5 @@ async def test_every_benchmark_produces_numbers_and_a_report(tmp_path: Path) -> 
     report = (tmp_path / "latest.md").read_text()
     assert "| raw nats-py |" in report
     assert "FastStream" in report
-    assert len(targets(run)) == 5
+    assert len(targets(run)) == 7  # hop vs raw and vs FastStream, for both log settings; e2e; p99; RSS
+    assert markdown(load(tmp_path / "latest.json")) == report  # `python -m bench.report` re-renders it

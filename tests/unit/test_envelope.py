@@ -375,3 +375,26 @@ def test_same_type_events_of_one_reaction_differ_by_key() -> None:
     assert first.event_id != second.event_id
     assert first.event_id == caused_by(cause, "shipment.scheduled", {"n": 1}, key="1").event_id
     assert caused_by(cause, "shipment.scheduled", {}).event_id != first.event_id
+
+
+def test_derived_ids_are_rfc4122_uuid5() -> None:
+    """`derive_event_id` computes uuid5 itself (faster); it must equal `uuid.uuid5` exactly."""
+    from common.envelope import DERIVED_ID_NAMESPACE
+
+    for cause in ("0dae9624-30ec-4f6f-9dc3-6a7e3061ee7f", "order-1", "x" * 200):
+        for key in (None, "sku-1", ""):
+            name = f"{cause}:payment.succeeded" + (f":{key}" if key is not None else "")
+            derived = derive_event_id(cause, "payment.succeeded", key)
+            assert derived == uuid.uuid5(DERIVED_ID_NAMESPACE, name)
+            assert derived.version == 5
+
+
+def test_event_id_str_is_computed_once_and_not_copied_stale() -> None:
+    event = _order()
+    assert event.event_id_str == str(event.event_id)
+    assert event.event_id_str is event.event_id_str  # computed once
+    other = uuid.uuid4()
+    copied = event.model_copy(update={"event_id": other})
+    assert copied.event_id_str == str(other)
+    assert "event_id_str" not in event.model_dump()  # not a field
+    assert copied != event
