@@ -1,6 +1,6 @@
 """The consumer runner: pull, handle in one transaction, publish the outbox, then ack.
 
-    fetch batch ─► for each message (SAVEPOINT):
+    batch (PullFeed) ─► for each message (SAVEPOINT):
                      size / JSON / envelope / subject / payload checks ── poison ─► DLQ, +TERM
                      inbox insert ── conflict ─► duplicate (skip handler), ack
                      handler(event, payload, db) ─► produced events
@@ -32,7 +32,6 @@ from typing import Any, Final
 import aiosqlite
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from common.correlation import bind_event, get_logger
 from common.declarations import EVENTS_STREAM, ServiceSpec
@@ -124,7 +123,6 @@ class Runner:
     publisher: Publisher
     metrics: Metrics
     nc: NATS
-    js: JetStreamContext
     options: RunnerOptions = field(default_factory=RunnerOptions)
     consuming: bool = False
     _last_prune: float = 0.0
@@ -316,7 +314,7 @@ class Runner:
         started = time.perf_counter()
         try:
             with self.store.savepoint():
-                is_new = self.store.record_inbox_now(envelope, time.time())
+                is_new = self.store.record_inbox(envelope, time.time())
                 if not is_new and not self._inbox_disabled:
                     log.info("duplicate event skipped")
                     return _Result(msg, event_type, OUTCOME_DUPLICATE)

@@ -172,15 +172,9 @@ class Store:
             raise
         conn.execute("RELEASE msg")
 
-    @staticmethod
-    async def record_inbox(db: aiosqlite.Connection, envelope: Envelope) -> bool:
-        """Insert the event into the inbox; False if it was already there (a duplicate)."""
-        cursor = await db.execute(_INSERT_INBOX, (envelope.event_id_str, envelope.event_type, time.time()))
-        return cursor.rowcount == 1
-
-    def record_inbox_now(self, envelope: Envelope, now: float) -> bool:
-        """`record_inbox` on the store's own connection, inside its open transaction,
-        without the awaits (the runner's hot path)."""
+    def record_inbox(self, envelope: Envelope, now: float) -> bool:
+        """Insert the event into the inbox, inside the open transaction; False if it was
+        already there (a duplicate)."""
         cursor = self.db._conn.execute(_INSERT_INBOX, (envelope.event_id_str, envelope.event_type, now))
         return cursor.rowcount == 1
 

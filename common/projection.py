@@ -127,7 +127,6 @@ async def rebuild(
             publisher=Publisher(js, service=spec.name, produces=spec.produces, metrics=metrics),
             metrics=metrics,
             nc=nc,
-            js=js,
             options=dataclasses.replace(options, batch_size=REBUILD_BATCH),
         )
         stop = asyncio.Event()

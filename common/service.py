@@ -202,7 +202,6 @@ async def start_context(definition: ServiceDefinition, settings: RunnerSettings)
             publisher=publisher,
             metrics=metrics,
             nc=nc,
-            js=js,
             options=runner_options(settings),
         )
     return ctx

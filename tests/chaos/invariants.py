@@ -109,7 +109,7 @@ async def rebuild_view(events: list[Event], path: Path) -> dict[str, tuple[Any, 
         async with store.transaction() as db:
             for event in events:
                 envelope = parse_envelope(event.data, subject=event.subject)
-                if await Store.record_inbox(db, envelope):
+                if store.record_inbox(envelope, time.time()):
                     await on_event[envelope.event_type](envelope, registry.decode(envelope), db)
         return await view_store.snapshot(store.db)
     finally:

@@ -202,7 +202,6 @@ async def build(
         publisher=publisher,
         metrics=metrics,
         nc=nc,
-        js=js,
         options=options,
     )
     return Toy(nc, js, path, behaviour, store, registry, metrics, publisher, runner)
