@@ -135,7 +135,12 @@ class PullFeed:
         try:
             batch = min(self._batch, room)
             request = {"batch": batch, "expires": int(self._expires * 1e9)}
-            await self._nc.publish(self._next_subject, orjson.dumps(request), reply=self._inbox)
+            try:
+                await self._nc.publish(self._next_subject, orjson.dumps(request), reply=self._inbox)
+            except Exception as exc:  # disconnected, buffer full: try again after a pause
+                log.warning("pull request not sent; retrying", error=repr(exc))
+                self._pause_until = now + self._expires
+                return
             self._left = batch
             # A request lost with its server (a restart, a reconnect) sends no status: after
             # its expiry and a grace period, it is considered over.

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from common.declarations import EVENTS_STREAM
+from common.natsserver import NatsServer
 from common.provision import provision
 from common.pull import PullFeed
 from tests.integration.toy import CONSUMER, PROVISION, SPEC, order_placed, publish_raw
@@ -116,3 +118,19 @@ async def _queued_at_least(feed: PullFeed, count: int) -> bool:
 
 async def _ack_pending(js: JetStreamContext, count: int) -> bool:
     return (await js.consumer_info(EVENTS_STREAM, CONSUMER)).num_ack_pending == count
+
+
+async def test_a_request_that_cannot_be_sent_is_retried_not_raised(
+    nc: NATS, js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    """The connection is gone (closed under the feed): asking for a batch logs and pauses
+    instead of raising out of the runner's loop."""
+    await provision(js, [SPEC], PROVISION)
+    own = await nats.connect(nats_server.url, connect_timeout=2, max_reconnect_attempts=0)
+    feed = PullFeed(own, EVENTS_STREAM, CONSUMER, batch=4, expires=EXPIRES)
+    await feed.start()
+    await own.close()
+    await asyncio.sleep(EXPIRES + 1.1)  # the open request counts as over
+    assert await feed.next_batch(0.1) == []
+    assert await feed.next_batch(0.1) == []
+    await feed.stop()
