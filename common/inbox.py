@@ -90,7 +90,6 @@ class _InlineConnection(aiosqlite.Connection):
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    seq: int
     event_id: str
     event_type: str
     subject: str
@@ -209,11 +208,11 @@ class Store:
                 await self.db.execute_in_thread(_DELETE_SENT, (orjson.dumps(self._sent[:count]),))
                 del self._sent[:count]
             async with self.db.execute(
-                "SELECT seq, event_id, event_type, subject, body, headers FROM outbox ORDER BY seq LIMIT ?",
+                "SELECT event_id, event_type, subject, body, headers FROM outbox ORDER BY seq LIMIT ?",
                 (limit,),
             ) as cursor:
                 rows = await cursor.fetchall()
-        return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), orjson.loads(r[5])) for r in rows]
+        return [OutboxRow(r[0], r[1], r[2], bytes(r[3]), orjson.loads(r[4])) for r in rows]
 
     def mark_sent(self, event_ids: Sequence[str]) -> None:
         """Forget outbox rows JetStream has acknowledged (deleted with the next write)."""
