@@ -38,7 +38,7 @@ from common.declarations import EVENTS_STREAM, ServiceSpec
 from common.dlq import REASON_MAX_DELIVERIES, dead_letter
 from common.envelope import Envelope, Payload, PayloadRegistry, parse_envelope
 from common.errors import PayloadTooLargeError, PoisonMessageError, UndeclaredEventError
-from common.inbox import Store, flush_outbox, outbox_row
+from common.inbox import Store, flush_outbox
 from common.metrics import (
     OUTCOME_DEAD_LETTERED,
     OUTCOME_DUPLICATE,
@@ -46,7 +46,7 @@ from common.metrics import (
     OUTCOME_RETRIED,
     Metrics,
 )
-from common.publisher import HDR_MSG_ID, OutgoingMessage, Publisher, event_headers
+from common.publisher import HDR_MSG_ID, OutgoingMessage, Publisher, to_message
 from common.pull import PullFeed
 
 __all__ = ["Handler", "Runner", "RunnerOptions", "nak_delay"]
@@ -228,16 +228,8 @@ class Runner:
         try:
             async with self.store.transaction() as db:
                 results = [await self._handle(db, msg) for msg in msgs]
-                now = time.time()
-                outgoing: list[OutgoingMessage] = []
-                rows = []
-                for r in results:
-                    for e in r.produced:
-                        headers = event_headers(e)
-                        body = e.to_json()
-                        outgoing.append(OutgoingMessage(e.subject, body, headers, e.event_type))
-                        rows.append(outbox_row(e, headers, body, now))
-                self.store.add_outbox_rows(rows)
+                outgoing = [to_message(e) for r in results for e in r.produced]
+                self.store.add_outbox(outgoing)
         except BaseException:
             heartbeat.cancel()
             raise

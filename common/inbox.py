@@ -28,9 +28,9 @@ import aiosqlite
 import orjson
 
 from common.envelope import Envelope
-from common.publisher import OutgoingMessage, Publisher
+from common.publisher import HDR_MSG_ID, OutgoingMessage, Publisher
 
-__all__ = ["OutboxRow", "Store", "flush_outbox", "outbox_row"]
+__all__ = ["OutboxRow", "Store", "flush_outbox"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -64,7 +64,7 @@ _INSERT_INBOX: Final = (
     "INSERT INTO inbox (event_id, event_type, processed_at) VALUES (?, ?, ?)"
     " ON CONFLICT (event_id) DO NOTHING"
 )
-# One statement for a whole list of ids (a JSON array): one autocommit, not one per row.
+# One statement for a whole list of ids (a JSON array), not one per row.
 _DELETE_SENT: Final = "DELETE FROM outbox WHERE event_id IN (SELECT value FROM json_each(?))"
 
 
@@ -177,21 +177,12 @@ class Store:
         cursor = self.db._conn.execute(_INSERT_INBOX, (envelope.event_id_str, envelope.event_type, now))
         return cursor.rowcount == 1
 
-    @staticmethod
-    async def add_outbox(
-        db: aiosqlite.Connection, events: Sequence[Envelope], headers: Sequence[dict[str, str]]
-    ) -> None:
-        """Queue produced events for publishing; an event already queued is not queued twice."""
-        now = time.time()
-        await db.executemany(
-            _INSERT_OUTBOX,
-            [outbox_row(e, h, e.to_json(), now) for e, h in zip(events, headers, strict=True)],
-        )
-
-    def add_outbox_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """`add_outbox` for rows made by `outbox_row`, inside the open transaction."""
-        if rows:
-            self.db._conn.executemany(_INSERT_OUTBOX, rows)
+    def add_outbox(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Queue messages for publishing, inside the open transaction; an event already
+        queued is not queued twice."""
+        if messages:
+            now = time.time()
+            self.db._conn.executemany(_INSERT_OUTBOX, [_outbox_row(m, now) for m in messages])
 
     def _delete_sent(self, conn: sqlite3.Connection) -> int:
         """Delete the acknowledged rows in the open transaction; how many ids it covered
@@ -203,15 +194,17 @@ class Store:
 
     async def pending_outbox(self, *, limit: int = 4096) -> list[OutboxRow]:
         """Outbox rows not yet acknowledged by JetStream, oldest first."""
-        async with self.lock:
-            if count := len(self._sent):
-                await self.db.execute_in_thread(_DELETE_SENT, (orjson.dumps(self._sent[:count]),))
-                del self._sent[:count]
-            async with self.db.execute(
+        if self._sent:
+            async with self.transaction():
+                pass  # it deletes the acknowledged rows
+        async with (
+            self.lock,
+            self.db.execute(
                 "SELECT event_id, event_type, subject, body, headers FROM outbox ORDER BY seq LIMIT ?",
                 (limit,),
-            ) as cursor:
-                rows = await cursor.fetchall()
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
         return [OutboxRow(r[0], r[1], r[2], bytes(r[3]), orjson.loads(r[4])) for r in rows]
 
     def mark_sent(self, event_ids: Sequence[str]) -> None:
@@ -250,9 +243,17 @@ class Store:
         return int(row[0]) if row else 0
 
 
-def outbox_row(envelope: Envelope, headers: dict[str, str], body: bytes, now: float) -> tuple[Any, ...]:
-    """The outbox row of a produced event, in `_INSERT_OUTBOX`'s column order."""
-    return (envelope.event_id_str, envelope.event_type, envelope.subject, body, orjson.dumps(headers), now)
+def _outbox_row(message: OutgoingMessage, now: float) -> tuple[Any, ...]:
+    """A message's outbox row, in `_INSERT_OUTBOX`'s column order."""
+    headers = message.headers
+    return (
+        headers[HDR_MSG_ID],
+        message.event_type,
+        message.subject,
+        message.body,
+        orjson.dumps(headers),
+        now,
+    )
 
 
 async def flush_outbox(store: Store, publisher: Publisher) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "OutgoingMessage",
     "Publisher",
     "event_headers",
+    "to_message",
 ]
 
 HDR_MSG_ID: Final = "Nats-Msg-Id"
@@ -59,6 +60,11 @@ def event_headers(envelope: Envelope) -> dict[str, str]:
     return headers
 
 
+def to_message(event: Envelope) -> OutgoingMessage:
+    """The wire form of an event: subject, JSON body, contract headers."""
+    return OutgoingMessage(event.subject, event.to_json(), event_headers(event), event.event_type)
+
+
 class Publisher:
     """Publishes a service's events; refuses event types it did not declare."""
 
@@ -82,7 +88,7 @@ class Publisher:
 
     def to_messages(self, events: Sequence[Envelope]) -> list[OutgoingMessage]:
         self.check_declared(events)
-        return [OutgoingMessage(e.subject, e.to_json(), event_headers(e), e.event_type) for e in events]
+        return [to_message(e) for e in events]
 
     async def publish(self, events: Sequence[Envelope], *, timeout: float = 5.0) -> None:
         await self.publish_messages(self.to_messages(events), timeout=timeout)

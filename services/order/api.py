@@ -16,8 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.correlation import get_logger
 from common.envelope import derive_event_id, new_event
-from common.inbox import Store, flush_outbox
-from common.publisher import event_headers
+from common.inbox import flush_outbox
 from common.service import ServiceContext
 from services.contract import MAX_ITEMS, ORDER_PLACED, LineItem, OrderPlaced
 from services.order import store
@@ -98,7 +97,7 @@ def mount(app: FastAPI, ctx: ServiceContext) -> None:
                 customer_id=order.customer_id, total_cents=payload.total_cents,
                 created_at=time.time(),
             )  # fmt: skip
-            await Store.add_outbox(db, [event], [event_headers(event)])
+            ctx.store.add_outbox(ctx.publisher.to_messages([event]))
         try:
             await flush_outbox(ctx.store, ctx.publisher)
         except Exception as exc:  # stored: the outbox relay publishes it later
